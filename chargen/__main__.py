@@ -1,0 +1,5 @@
+"""`python -m chargen` is the `chargen` command."""
+
+from chargen.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""`chargen chat`: an interactive session whose hidden state carries across every turn."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from chargen.cli import cli
+from chargen.cli.options import checkpoint_option, device_option, resolve_checkpoint, sample_config, sampling_options
+
+
+@cli.command()
+@checkpoint_option
+@sampling_options
+@click.option("--user-prefix", default="", help='Put before each of your turns, e.g. "ROMEO:\\n".')
+@click.option("--bot-prefix", default="", help='Put before each answer, e.g. "\\nJULIET:\\n".')
+@device_option()
+def chat(checkpoint, temp, top_k, top_p, length, seed, stop, user_prefix, bot_prefix, device) -> None:
+    """Talk with a model: each line you type becomes context, then the model writes.
+
+    The model's memory is its hidden state, carried across the whole conversation at a
+    constant cost per character. Answers stop at a blank line (set with --stop), at
+    --length characters, or at Ctrl-C. /help lists the commands; Ctrl-D or /bye leaves.
+
+    \b
+      chargen chat
+      chargen chat --user-prefix "ROMEO:\\n" --bot-prefix "\\nJULIET:\\n" -t 0.7
+      printf 'ROMEO:\\n' | chargen chat > out.txt
+    """
+    from chargen.conversation import Conversation, Framing
+    from chargen.generate import Generator
+    from chargen.repl import Repl, unescape
+
+    config = sample_config(temp, top_k, top_p, length, seed, stop or (r"\n\n",))  # default: a blank line
+    path = resolve_checkpoint(checkpoint)
+    generator = Generator.load(path, device)
+    conversation = Conversation(generator, config, Framing(unescape(user_prefix), unescape(bot_prefix)))
+    describe = lambda: _describe(path, generator)  # noqa: E731
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        out, read = TerminalOutput(), _terminal_reader()
+        out.note(f"chatting with {describe()}\ntype a line and press Enter; /help for commands, Ctrl-D to leave")
+    else:
+        out, read = PlainOutput(), _plain_read
+    sys.exit(Repl(conversation, read, out, describe).run())
+
+
+def _describe(path, generator) -> str:
+    m, info = generator.model.config, generator.info
+    best = info.get("trainer", {}).get("best_val")
+    trained = f", best val {best:.3f} nats/char" if isinstance(best, float) and best < 1e9 else ""
+    return (
+        f"{path}: {m.layers}x{m.hidden} {m.cell}, {generator.model.num_parameters():,} parameters, "
+        f"trained on {info.get('corpus', {}).get('name', '?')}{trained}"
+    )
+
+
+def _plain_read(prompt: str) -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.removesuffix("\n")
+
+
+def _terminal_reader():
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    from chargen.conversation import chats_dir
+
+    try:
+        chats_dir().parent.mkdir(parents=True, exist_ok=True)
+        history = FileHistory(str(chats_dir().parent / "chat_history"))
+    except OSError:
+        history = InMemoryHistory()
+    session = PromptSession(history=history)
+    return lambda prompt: session.prompt(prompt)
+
+
+class PlainOutput:
+    """A transcript on stdout: every turn as the model read it and every answer; notes on stderr."""
+
+    def __init__(self) -> None:
+        self.last = "\n"
+
+    def fed(self, text: str, bot_prefix: str) -> None:
+        self._write(text)
+
+    def bot(self, text: str) -> None:
+        self._write(text)
+
+    def end_answer(self) -> None:
+        if not self.last.endswith("\n"):
+            self._write("\n")
+
+    def note(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+
+    def clear(self) -> None:
+        pass
+
+    def _write(self, text: str) -> None:
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            self.last = text
+
+
+class TerminalOutput(PlainOutput):
+    """Colour on a terminal: the model's text in cyan, its prefix in bold, notes dimmed."""
+
+    BOT, PREFIX, DIM, RESET = "\x1b[36m", "\x1b[1;36m", "\x1b[2m", "\x1b[0m"
+
+    def fed(self, text: str, bot_prefix: str) -> None:
+        sys.stdout.write(f"{self.PREFIX}{bot_prefix}{self.RESET}{self.BOT}")
+        self.last = bot_prefix or "\n"
+
+    def end_answer(self) -> None:
+        sys.stdout.write(self.RESET)
+        super().end_answer()
+
+    def note(self, text: str) -> None:
+        sys.stderr.write(f"{self.DIM}{text}{self.RESET}\n")
+
+    def clear(self) -> None:
+        sys.stdout.write("\x1b[2J\x1b[H")
+        sys.stdout.flush()

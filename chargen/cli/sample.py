@@ -1,0 +1,59 @@
+"""`chargen sample`: write text in the style of a trained model, streaming to stdout."""
+
+from __future__ import annotations
+
+import click
+
+from chargen.cli import cli
+from chargen.cli.options import checkpoint_option, device_option, resolve_checkpoint, sample_config, sampling_options
+
+
+@cli.command()
+@checkpoint_option
+@sampling_options
+@click.option("--prime", default="", help="Text the sample starts from (printed first); \\n escapes work.")
+@click.option("--prime-file", type=click.Path(dir_okay=False), help="Read the prime from this file.")
+@click.option(
+    "-n",
+    "--num-samples",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Samples, written as one batch.",
+)
+@device_option()
+def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file, num_samples, device) -> None:
+    """Write text from a trained model to stdout.
+
+    \b
+      chargen sample --temp 0.8 --prime "ROMEO:"
+      chargen sample -c checkpoints/novel/best.pt -n 4 -l 300 --seed 1 > samples.txt
+    """
+    from chargen import console
+    from chargen.data import read_chunks
+    from chargen.generate import Generator
+    from chargen.repl import unescape
+
+    config = sample_config(temp, top_k, top_p, length, seed, stop)
+    if prime_file:
+        from chargen.data import corpus_files
+
+        prime = "".join(read_chunks(corpus_files(prime_file)))
+    else:
+        prime = unescape(prime)
+    generator = Generator.load(resolve_checkpoint(checkpoint), device)
+    primed = generator.prime(prime, batch=num_samples)
+    if primed.unknown:
+        console.warn(f"the prime has characters the model never saw, left out: {' '.join(map(repr, primed.unknown))}")
+    texts = [prime] * num_samples
+    if num_samples == 1:
+        console.write(prime)
+    for b, text in generator.stream(primed, config):
+        if num_samples == 1:
+            console.write(text)
+        else:
+            texts[b] += text
+    if num_samples == 1:
+        console.write("\n")
+    for b, text in enumerate(texts if num_samples > 1 else []):
+        console.write(f"{'' if b == 0 else chr(10)}--- sample {b + 1} of {num_samples} ---\n{text}\n")

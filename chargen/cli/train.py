@@ -1,0 +1,179 @@
+"""`chargen train CORPUS`: train a model and write best.pt, last.pt and metrics.jsonl."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from chargen.cli import cli
+from chargen.config import (
+    CELLS,
+    DEFAULT_TIME,
+    DEVICES,
+    SP_MODELS,
+    TOKENIZERS,
+    ModelConfig,
+    TrainConfig,
+    format_duration,
+    parse_duration,
+)
+
+M, T = ModelConfig, TrainConfig
+BUDGET = ("steps", "epochs", "time")
+# Settings a resumed run may change; the rest shape the model or the data and stay as trained.
+RESUMABLE = (
+    *BUDGET,
+    "eval_every",
+    "patience",
+    "device",
+    "amp",
+    "lr",
+    "min_lr_frac",
+    "weight_decay",
+    "grad_clip",
+    "warmup",
+)
+
+
+def _duration(ctx, param, value):
+    return None if value is None else parse_duration(value)
+
+
+@cli.command(context_settings={"show_default": True})
+@click.argument("corpus", type=click.Path(), required=False)
+@click.option(
+    "-o", "--out", type=click.Path(file_okay=False), help="Output folder  [default: checkpoints/<corpus name>/]"
+)
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue the run saved in this checkpoint (last.pt).")
+@click.option("--cell", type=click.Choice(CELLS), default=M.cell, help="Recurrent cell.")
+@click.option("--layers", type=int, default=M.layers, help="Recurrent layers.")
+@click.option("--hidden", type=int, default=M.hidden, help="Units per layer.")
+@click.option("--embed", type=int, default=M.embed, help="Embedding width.")
+@click.option(
+    "--dropout", type=float, default=M.dropout, help="Dropout on embedding, between layers and before the head."
+)
+@click.option("--batch-size", type=int, default=T.batch_size, help="Contiguous streams trained side by side.")
+@click.option("--seq-len", type=int, default=T.seq_len, help="Characters per truncated-BPTT window.")
+@click.option("--lr", type=float, default=T.lr, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=float, default=T.weight_decay, help="AdamW weight decay on matrices.")
+@click.option("--grad-clip", type=float, default=T.grad_clip, help="Clip the gradient norm to this; 0 is off.")
+@click.option("--warmup", type=int, default=T.warmup, help="Warm-up steps before the cosine decay.")
+@click.option("--steps", type=int, default=None, help="Stop after this many steps.")
+@click.option("--epochs", type=float, default=None, help="Stop after this many passes over the text.")
+@click.option(
+    "--time",
+    "time_",
+    metavar="DURATION",
+    callback=_duration,
+    default=None,
+    show_default=False,
+    help=f"Stop after this much wall-clock time: 90s, 10m, 2h  [default: {DEFAULT_TIME} when no --steps or --epochs]",
+)
+@click.option("--eval-every", type=int, default=T.eval_every, help="Steps between validation passes.")
+@click.option("--patience", type=int, default=None, help="Stop after N evaluations with no better val loss.")
+@click.option("--val-frac", type=float, default=T.val_frac, help="Last fraction of the text held out for validation.")
+@click.option("--seed", type=int, default=T.seed, help="Seed for weights, dropout and data offsets.")
+@click.option("--device", type=click.Choice(DEVICES), default=T.device, help="auto picks a GPU when there is one.")
+@click.option("--amp/--no-amp", default=T.amp, help="bf16 autocast on a GPU.")
+@click.option(
+    "--tokenizer", type=click.Choice(TOKENIZERS), default=T.tokenizer, help="char, or sp for SentencePiece subwords."
+)
+@click.option("--vocab-size", type=int, default=T.vocab_size, help="SentencePiece vocabulary size.")
+@click.option("--sp-model", type=click.Choice(SP_MODELS), default=T.sp_model, help="SentencePiece model type.")
+@click.pass_context
+def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str | None, time_, **flags) -> None:
+    """Train a model on CORPUS (a UTF-8 text file, or a folder of them).
+
+    \b
+      chargen train corpora/tinyshakespeare.txt               # 5 minutes
+      chargen train novel.txt --time 30m --hidden 768
+      chargen train code/ --steps 5000 --cell gru
+      chargen train --resume checkpoints/novel/last.pt --time 10m
+    """
+    from chargen import checkpoint, console
+    from chargen.data import load_corpus
+    from chargen.errors import ChargenError
+    from chargen.train import Trainer
+
+    flags["time"] = time_
+    given = {k for k in flags if ctx.get_parameter_source(k if k != "time" else "time_").name != "DEFAULT"}
+    model_flags = {k: flags.pop(k) for k in list(flags) if k in ModelConfig.__dataclass_fields__}
+    saved = checkpoint.load(resume) if resume else None
+    if saved:
+        model_config = ModelConfig.from_dict(saved["model_config"])
+        kept = {**saved["train_config"]}
+        if given & set(BUDGET):
+            kept.update(dict.fromkeys(BUDGET))
+        fixed = sorted(given - set(RESUMABLE) - set(BUDGET))
+        if fixed:
+            raise ChargenError(
+                f"--{fixed[0].replace('_', '-')} cannot change when resuming: drop it, or start a new run"
+            )
+        config = TrainConfig(**{**kept, **{k: flags[k] for k in given}})
+        corpus = corpus or saved["corpus"].get("path")
+        out = out or str(Path(resume).parent)
+    else:
+        if not corpus:
+            raise ChargenError("give the text to train on: chargen train CORPUS (a file or a folder)")
+        model_config, config = ModelConfig(**model_flags), TrainConfig(**flags)
+    name = Path(corpus).stem or "corpus"
+    out_dir = Path(out or Path("checkpoints") / name)
+    _check_writable(out_dir)
+
+    fit, key = None, "char"
+    if config.tokenizer == "sp" and not saved:
+        from chargen.subword import fitter
+
+        fit, key = fitter(config.vocab_size, config.sp_model)
+    tokenizer = None
+    if saved:
+        from chargen.tokenizer import tokenizer_from_dict
+
+        tokenizer = tokenizer_from_dict(saved["tokenizer"])
+    data = load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key)
+
+    reporter = console.TrainProgress()
+    trainer = Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved)
+    parts = [f"{config.steps:,} steps"] if config.steps else []
+    parts += [f"{config.epochs:g} epochs"] if config.epochs else []
+    parts += [f"{format_duration(config.time)} of wall-clock time"] if config.time else []
+    m = model_config
+    console.info(
+        f"{'resuming' if saved else 'training'} a {m.layers}x{m.hidden} {m.cell.upper()} "
+        f"({trainer.model.num_parameters():,} parameters) on {data.name}: "
+        f"{data.train_chars:,} training and {data.val_chars:,} validation characters, "
+        f"vocabulary {data.tokenizer.vocab_size:,} ({data.tokenizer.kind}), on {trainer.device.type}"
+    )
+    default = "" if given & set(BUDGET) or saved else " (the default; set --time, --steps or --epochs)"
+    console.info(f"budget: {' or '.join(parts)}{default}; writing to {out_dir}/")
+
+    result = trainer.run()
+    best = result.best_val
+    if result.interrupted:
+        console.warn(
+            f"interrupted at step {result.step}; saved {result.last_path}. "
+            f"Continue with: chargen train --resume {result.last_path}"
+        )
+    if math.isfinite(best):
+        console.stderr().print(
+            f"best val {best:.4f} nats/char ([bold]{best / math.log(2):.4f} bpc[/]) after {result.step} steps"
+            + (" (stopped early: no better val loss)" if result.stopped_early else "")
+            + f"\ncheckpoint: {result.best_path}\nsample from it: chargen sample -c {result.best_path}",
+            highlight=False,
+        )
+    if result.interrupted:
+        ctx.exit(130)
+
+
+def _check_writable(folder: Path) -> None:
+    from chargen.errors import ChargenError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".chargen-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ChargenError(f"cannot write to {folder} ({e.strerror}): choose another folder with --out") from None

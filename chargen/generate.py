@@ -1,0 +1,177 @@
+"""Generation: a pure sampling function of logits, and a stateful Generator that streams text.
+
+`sample` holds the only random draw. `Generator` feeds a prime through the model, then
+steps one token at a time for one or many streams in one batch, decoding each stream as
+it goes and holding back text that might be the start of a stop string.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from chargen import checkpoint
+from chargen.config import ModelConfig, SampleConfig
+from chargen.errors import CheckpointError
+from chargen.model import CharLM, State
+from chargen.tokenizer import Tokenizer, tokenizer_from_dict
+
+
+def sample(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Draw one id per row of logits (B, V) -> (B,). Temperature 0 is argmax."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, -torch.inf)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        outside = probs.cumsum(-1) - probs > top_p  # keep the smallest head whose mass reaches top_p
+        logits = logits.masked_fill(outside.scatter(-1, order, outside), -torch.inf)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+class StopMatcher:
+    """Streams text, holding back any tail that could begin a stop string; stops at the first match."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops, self.pending, self.stopped = stops, "", False
+
+    def feed(self, text: str) -> str:
+        """The text that is now safe to show; after a stop string, nothing more."""
+        if self.stopped:
+            return ""
+        self.pending += text
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            out, self.pending = self.pending[: min(hits)], ""
+            return out
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+@dataclass
+class Primed:
+    """What a prime left behind: the state after it and the logits for the next token."""
+
+    state: State
+    logits: Tensor  # (B, V)
+    unknown: list[str] = field(default_factory=list)
+
+
+class Generator:
+    """A trained model ready to write: `generate` for the API, `stream` for the CLI and REPL."""
+
+    def __init__(
+        self, model: CharLM, tokenizer: Tokenizer, device: torch.device | str = "cpu", info: dict | None = None
+    ):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.device = torch.device(device)
+        self.info = info or {}
+        self._banned = tokenizer.banned_ids()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Generator:
+        from chargen.train import resolve_device
+
+        data = checkpoint.load(path)
+        try:
+            tokenizer = tokenizer_from_dict(data["tokenizer"])
+            model = CharLM(tokenizer.vocab_size, ModelConfig.from_dict(data["model_config"]))
+            model.load_state_dict(data["model"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path} does not hold a model this chargen can build ({e})") from None
+        dev = resolve_device(device)
+        data.pop("optimizer", None)
+        return cls(model.to(dev), tokenizer, dev, info=data)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prime(self, text: str, batch: int = 1, primed: Primed | None = None) -> Primed:
+        """Feed `text` through the model (after `primed`, if given); unknown characters are skipped."""
+        unknown = self.tokenizer.unknown(text)
+        ids = [i for i in self.tokenizer.encode(text).tolist() if i not in self._banned]
+        if primed is None:
+            if not ids:  # start from a line break, the most neutral context a text has
+                ids = [i for i in self.tokenizer.encode("\n").tolist() if i not in self._banned] or [0]
+            state = self.model.initial_state(batch, self.device)
+        else:
+            state = primed.state
+            if not ids:
+                return Primed(state, primed.logits, unknown)
+        x = torch.tensor(ids, device=self.device).expand(batch, -1)  # (B, T)
+        logits, state = self.model(x, state)
+        return Primed(state, logits[:, -1], unknown)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def stream(self, primed: Primed, config: SampleConfig) -> Iterator[tuple[int, str]]:
+        """(stream, text) pieces as they are decoded, until every stream has `length` characters or a stop.
+
+        `primed` is advanced in place, so the caller holds the state after the last token
+        (a chat turn carries on from it).
+        """
+        batch = primed.logits.shape[0]
+        g = torch.Generator(device=self.device)
+        if config.seed is None:
+            g.seed()  # fresh randomness, without touching torch's global generator
+        else:
+            g.manual_seed(config.seed)
+        decoders = [self.tokenizer.decoder() for _ in range(batch)]
+        stops = [StopMatcher(config.stop) for _ in range(batch)]
+        left = [config.length] * batch
+        logits, state = primed.logits, primed.state
+        while any(n > 0 and not s.stopped for n, s in zip(left, stops)):
+            if self._banned:
+                logits[:, self._banned] = -torch.inf
+            ids = sample(logits, config.temp, config.top_k, config.top_p, g)  # (B,)
+            for b, token in enumerate(ids.tolist()):
+                if left[b] <= 0 or stops[b].stopped:
+                    continue
+                text = stops[b].feed(decoders[b].feed(token))[: left[b]]
+                left[b] -= len(text)
+                if stops[b].stopped:
+                    left[b] = 0
+                if text:
+                    yield b, text
+            logits, state = self.model.step(ids, state)
+            primed.logits, primed.state = logits, state
+        for b, s in enumerate(stops):
+            if tail := s.flush()[: max(left[b], 0)]:
+                yield b, tail
+
+    def generate(
+        self,
+        prime: str = "",
+        length: int = 500,
+        temp: float = SampleConfig.temp,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: tuple[str, ...] = (),
+    ) -> Iterator[str]:
+        """Text after `prime`, yielded piece by piece as it is written."""
+        config = SampleConfig(temp=temp, top_k=top_k, top_p=top_p, length=length, seed=seed, stop=tuple(stop))
+        for _, text in self.stream(self.prime(prime), config):
+            yield text

@@ -1,0 +1,56 @@
+"""CharLM: embedding, a multi-layer recurrent core (LSTM, GRU or RNN), dropout, linear head.
+
+The recurrence runs in PyTorch's fused modules (cuDNN on a GPU, oneDNN on a CPU). The
+model knows nothing of files or screens: it maps ids and a carried state to logits and
+the next state, a window at a time for training or one step at a time for generation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from chargen.config import ModelConfig
+
+State = tuple[Tensor, ...]  # (h, c) for an LSTM, (h,) otherwise; each (layers, B, hidden)
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class CharLM(nn.Module):
+    def __init__(self, vocab_size: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.config, self.vocab_size = config, vocab_size
+        self.embed = nn.Embedding(vocab_size, config.embed)
+        self.rnn = _CELLS[config.cell](
+            config.embed,
+            config.hidden,
+            config.layers,
+            batch_first=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, vocab_size)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        zeros = lambda: torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)  # noqa: E731
+        return (zeros(), zeros()) if self.config.cell == "lstm" else (zeros(),)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """x (B, T) ids -> logits (B, T, V) and the state after the last step."""
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
+        h, state = self.rnn(self.drop(self.embed(x)), state if len(state) == 2 else state[0])  # (B, T, H)
+        return self.head(self.drop(h)), state if isinstance(state, tuple) else (state,)
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One token per stream: x (B,) ids -> logits (B, V) and the next state."""
+        logits, state = self(x[:, None], state)
+        return logits[:, -1], state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def detach(state: State) -> State:
+    return tuple(s.detach() for s in state)

@@ -1,0 +1,139 @@
+"""Tokenizers: text to ids and back, serialised as plain data that sits inside a checkpoint.
+
+`CharTokenizer` has one id per Unicode code point seen in the corpus (any script, any
+vocabulary size) and id 0 for the unknown symbol. `SentencePieceTokenizer` (subwords) lives
+in `chargen.subword` and shares this interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+import numpy as np
+
+UNK = "\ufffd"  # what the unknown id decodes to; it is never sampled
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned integer type that holds every id."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise ValueError(f"vocabulary of {vocab_size} is too large")
+
+
+def code_points(text: str) -> np.ndarray:
+    """(len(text),) uint32 code points, without a Python loop."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+class Tokenizer:
+    """The interface both tokenizers share."""
+
+    kind: str
+    unk_id: int | None
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def decoder(self) -> StreamDecoder:
+        """A decoder that turns ids into text as soon as the text is complete."""
+        raise NotImplementedError
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of `text` that this vocabulary lacks, in order of appearance."""
+        return []
+
+    def banned_ids(self) -> list[int]:
+        """Ids that are never sampled (the unknown symbol, control tokens)."""
+        return [] if self.unk_id is None else [self.unk_id]
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Changes whenever the mapping from text to ids changes."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=lambda b: b.hex()).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @property
+    def dtype(self) -> np.dtype:
+        return id_dtype(self.vocab_size)
+
+
+class StreamDecoder:
+    """Feed ids one at a time; get back the text they complete (often '', for subwords)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def feed(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+
+class CharTokenizer(Tokenizer):
+    kind = "char"
+    unk_id = 0
+
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = [UNK, *chars]  # id i decodes to self.chars[i]
+        points = np.array([ord(c) for c in chars], dtype=np.uint32)
+        order = np.argsort(points)
+        self._sorted_points = points[order]
+        self._sorted_ids = (order + 1).astype(np.uint32)
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str]) -> CharTokenizer:
+        """A vocabulary of every character in `chunks`, most frequent first."""
+        counts: dict[int, int] = {}
+        for chunk in chunks:
+            points, n = np.unique(code_points(chunk), return_counts=True)
+            for p, k in zip(points.tolist(), n.tolist()):
+                counts[p] = counts.get(p, 0) + k
+        ranked = sorted(counts, key=lambda p: (-counts[p], p))
+        return cls([chr(p) for p in ranked])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        points = code_points(text)
+        if not len(self._sorted_points):
+            return np.zeros(len(points), dtype=self.dtype)
+        at = np.searchsorted(self._sorted_points, points).clip(max=len(self._sorted_points) - 1)
+        found = self._sorted_points[at] == points
+        return np.where(found, self._sorted_ids[at], self.unk_id).astype(self.dtype)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+    def unknown(self, text: str) -> list[str]:
+        ids = self.encode(text)
+        return list(dict.fromkeys(c for c, i in zip(text, ids.tolist()) if i == self.unk_id))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "chars": self.chars[1:]}
+
+
+def tokenizer_from_dict(data: dict) -> Tokenizer:
+    kind = data.get("kind")
+    if kind == "char":
+        return CharTokenizer(list(data["chars"]))
+    if kind == "sp":
+        from chargen.subword import SentencePieceTokenizer
+
+        return SentencePieceTokenizer.from_dict(data)
+    raise ValueError(f"unknown tokenizer kind {kind!r}")

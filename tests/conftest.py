@@ -1,0 +1,60 @@
+"""Shared fixtures: a small varied corpus and a tiny trained checkpoint, all on the CPU in seconds."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault(
+    "CHARGEN_CACHE", os.path.join(os.environ.get("PYTEST_TMP", "/tmp"), f"chargen-test-cache-{os.getpid()}")
+)
+
+WORDS = (
+    "the king is dead long live the queen and all her men shall ride at dawn to the castle by the sea "
+    "where the old man waits with a lamp and a letter for the young prince who never came home"
+).split()
+
+
+def make_text(n_lines: int = 400, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n_lines):
+        speaker = rng.choice(["ROMEO", "JULIET", "NURSE"])
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
+        lines.append(f"{speaker}:\n{words.capitalize()}.\n" if i % 3 == 0 else f"{words}.\n")
+    return "".join(lines)
+
+
+@pytest.fixture(scope="session")
+def corpus_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "play.txt"
+    path.write_text(make_text(), encoding="utf-8")
+    return path
+
+
+def tiny_configs(**train):
+    from chargen.config import ModelConfig, TrainConfig
+
+    model = ModelConfig(layers=1, hidden=32, embed=16, dropout=0.0)
+    settings = dict(batch_size=4, seq_len=32, lr=1e-2, warmup=5, eval_every=20, device="cpu", steps=60)
+    settings.update(train)
+    return model, TrainConfig(**settings)
+
+
+def train_tiny(corpus_path, out, stop_at=None, resume=None, **train):
+    from chargen.data import load_corpus
+    from chargen.train import Trainer
+
+    model, config = tiny_configs(**train)
+    corpus = load_corpus(corpus_path, config.val_frac)
+    trainer = Trainer(corpus, model, config, out, resume=resume)
+    return trainer, trainer.run(stop_at=stop_at)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, corpus_path):
+    out = tmp_path_factory.mktemp("run")
+    _, result = train_tiny(corpus_path, out, steps=150)
+    return result.best_path

@@ -1,0 +1,215 @@
+"""The chat loop without a terminal (a fake conversation), then `chargen chat` for real: a pipe and a pty."""
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from chargen.config import SampleConfig
+from chargen.conversation import Framing
+from chargen.errors import ChargenError
+from chargen.repl import Output, Repl
+
+
+@dataclass
+class Echo:
+    """A conversation with no model: it answers with the reverse of what it was fed."""
+
+    config: SampleConfig = field(default_factory=SampleConfig)
+    framing: Framing = field(default_factory=Framing)
+    text: str = ""
+    interrupt_after: int | None = None
+    saved: dict = field(default_factory=dict)
+
+    def feed(self, line):
+        self.text += line + "\n"
+        return [c for c in line if c == "☃"]
+
+    def answer(self):
+        for i, c in enumerate(reversed(self.text.splitlines()[-1])):
+            if self.interrupt_after is not None and i == self.interrupt_after:
+                raise KeyboardInterrupt
+            self.text += c
+            yield c
+
+    def reset(self):
+        self.text = ""
+
+    def undo(self):
+        return False
+
+    def set(self, key, value):
+        self.config = replace(self.config, **{key: value})
+
+    def save(self, name):
+        self.saved[name] = self.text
+        return name
+
+    def load(self, name):
+        if name not in self.saved:
+            raise ChargenError(f"no saved conversation {name!r}")
+        self.text = self.saved[name]
+        return name
+
+
+class Recorder(Output):
+    def __init__(self):
+        self.bots, self.notes, self.current = [], [], ""
+
+    def bot(self, text):
+        self.current += text
+
+    def end_answer(self):
+        self.bots.append(self.current)
+        self.current = ""
+
+    def note(self, text):
+        self.notes.append(text)
+
+
+def drive(lines, conversation=None):
+    conversation = conversation or Echo()
+    queue = list(lines)
+
+    def read(prompt):
+        if not queue:
+            raise EOFError
+        item = queue.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    out = Recorder()
+    code = Repl(conversation, read, out, describe=lambda: "echo model").run()
+    return code, out, conversation
+
+
+def test_turns_stream_answers_and_ctrl_d_leaves_cleanly():
+    code, out, _ = drive(["abc", "hello"])
+    assert code == 0 and out.bots == ["cba", "olleh"]
+
+
+def test_settings_commands_and_their_errors():
+    code, out, conv = drive(
+        [
+            "/set temp 0.5",
+            "/set top_k 20",
+            "/set top_p 0.9",
+            "/set length 30",
+            '/set stop "\\n\\n" END',
+            "/set seed 1",
+            "/set temp -1",
+            "/set temp hot",
+            "/set colour red",
+            "/frobnicate",
+            "/show",
+            "/set top_k none",
+        ]
+    )
+    assert conv.config.temp == 0.5 and conv.config.top_p == 0.9 and conv.config.length == 30
+    assert conv.config.stop == ("\n\n", "END") and conv.config.seed == 1 and conv.config.top_k is None
+    text = "\n".join(out.notes)
+    assert "temp must be 0 or more" in text and "not 'hot'" in text and "KEY one of" in text
+    assert "unknown command /frobnicate" in text and "echo model" in text
+
+
+def test_help_lists_every_command_in_one_line_each():
+    _, out, _ = drive(["/help"])
+    for command in ("/set", "/show", "/reset", "/save", "/load", "/undo", "/clear", "/bye"):
+        assert sum(line.startswith(command) for line in out.notes[0].splitlines()) == 1
+
+
+def test_ctrl_c_stops_an_answer_and_the_session_goes_on():
+    conv = Echo(interrupt_after=2)
+    code, out, _ = drive(["abcdef", KeyboardInterrupt(), "/show"], conv)
+    assert code == 0 and out.bots == ["fe"] and "(stopped)" in out.notes and "echo model" in out.notes[-1]
+
+
+def test_triple_quotes_make_one_multi_line_turn_and_bye_leaves():
+    code, out, conv = drive(['"""first', "second", 'third"""', "/bye", "never read"])
+    assert conv.text.startswith("first\nsecond\nthird\n") and code == 0 and len(out.bots) == 1
+
+
+def test_unknown_characters_are_reported_and_save_load_errors_are_one_line():
+    _, out, _ = drive(["a☃b", "/load nothing", "/save", "/save x", "/load x"])
+    assert any("'☃'" in n for n in out.notes)
+    assert any("no saved conversation 'nothing'" in n for n in out.notes)
+    assert any(n.startswith("usage: /save NAME") for n in out.notes)
+
+
+# -- the real thing ------------------------------------------------------------------------------
+
+
+def chat(ckpt, *args, stdin="", env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "chargen", "chat", "-c", str(ckpt), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_piped_transcript(tiny_ckpt):
+    result = chat(tiny_ckpt, "--seed", "1", "-l", "40", "--user-prefix", "ROMEO:\\n", stdin="the king\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ROMEO:\nthe king\n") and len(result.stdout) > len("ROMEO:\nthe king\n")
+    assert "\x1b[" not in result.stdout  # no colour in a pipe
+
+
+def test_save_then_load_in_a_new_process_continues_exactly(tiny_ckpt, tmp_path):
+    env = {"CHARGEN_HOME": str(tmp_path)}
+    turns = "/set seed 5\nthe king is\n/save talk\nthe queen\n"
+    whole = chat(tiny_ckpt, "-l", "60", stdin=turns, env=env)
+    resumed = chat(tiny_ckpt, "-l", "60", stdin="/load talk\nthe queen\n", env=env)
+    assert whole.returncode == resumed.returncode == 0, whole.stderr + resumed.stderr
+    assert (tmp_path / "chats" / "talk.pt").exists()
+    last = lambda out: out.split("the queen\n", 1)[1]  # noqa: E731
+    assert last(whole.stdout) == last(resumed.stdout) and len(last(whole.stdout)) > 0
+
+
+def test_undo_returns_to_the_state_before_the_last_turn(tiny_ckpt):
+    import chargen
+    from chargen.conversation import Conversation
+
+    conv = Conversation(chargen.load(str(tiny_ckpt)), SampleConfig(length=50, seed=3))
+    conv.feed("the king")
+    first = "".join(conv.answer())
+    conv.feed("and then something else entirely")
+    "".join(conv.answer())
+    assert conv.undo() and conv.undo()
+    conv.feed("the king")
+    assert "".join(conv.answer()) == first
+
+
+def test_a_real_terminal_session(tiny_ckpt, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "CHARGEN_HOME": str(tmp_path), "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "chargen", "chat", "-c", str(tiny_ckpt), "-l", "100000000", "--stop", "@@@"],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 120),
+    )
+    child.expect("Ctrl-D to leave")
+    child.expect("> ")
+    child.sendline("/set temp 0.9")
+    child.expect("temp = 0.9")
+    child.sendline("the king")
+    child.expect("\x1b\\[36m")  # the answer starts, in colour
+    time.sleep(1.0)  # a long generation is under way
+    child.sendintr()
+    child.expect(r"\(stopped\)")
+    child.expect("> ")
+    child.sendline("/show")
+    child.expect("temp 0.9")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -1,0 +1,136 @@
+"""SentencePiece vocabularies: exact round trips, byte fallback, streaming decode, losses per character."""
+
+import json
+
+import pytest
+
+from chargen import checkpoint
+from chargen.data import load_corpus
+from chargen.subword import SentencePieceTokenizer, fitter
+from chargen.tokenizer import tokenizer_from_dict
+
+from .conftest import make_text
+
+MIXED = "Hello,   world!\n\nПривет, мир.\n你好，世界。\n🙂 emoji  and\ttabs\n   indented line\n"
+
+
+@pytest.fixture(scope="module")
+def sp():
+    lines = (make_text(300) + MIXED * 20).split("\n")
+    return SentencePieceTokenizer.train(lines, vocab_size=300)
+
+
+def test_round_trip_of_mixed_scripts_spaces_and_newlines(sp):
+    for text in (MIXED, make_text(20, seed=9), "  two leading spaces", "trailing   \n\n\n", "a\n \n  b"):
+        assert sp.decode(sp.encode(text).tolist()) == text
+
+
+def test_byte_fallback_for_characters_never_seen(sp):
+    text = "snow ☃ and 𝄞 clef and ß"
+    ids = sp.encode(text).tolist()
+    assert sp.decode(ids) == text
+    assert any(sp.sp.is_byte(i) for i in ids)
+    assert sp.unk_id not in ids
+
+
+def test_streaming_decode_equals_one_shot_at_every_prefix(sp):
+    text = "the ☃ king 你好 🙂!  \n" + MIXED
+    ids = sp.encode(text).tolist()
+    decoder, streamed = sp.decoder(), ""
+    for k, token in enumerate(ids, 1):
+        streamed += decoder.feed(token)
+        assert "\ufffd" not in streamed
+        whole = sp.decode(ids[:k])
+        if not whole.endswith("\ufffd"):  # at a character boundary the two agree exactly
+            assert streamed == whole
+        assert text.startswith(streamed)
+    assert streamed == text
+
+
+def test_serialised_inside_a_checkpoint_with_weights_only(sp, tmp_path):
+    path = tmp_path / "tok.pt"
+    checkpoint.save({"tokenizer": sp.to_dict()}, path)
+    again = tokenizer_from_dict(checkpoint.load(path)["tokenizer"])
+    assert again.kind == "sp" and again.vocab_size == sp.vocab_size
+    assert again.encode(MIXED).tolist() == sp.encode(MIXED).tolist()
+
+
+def test_the_validation_tail_is_not_in_the_training_input(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARGEN_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "c.txt"
+    path.write_text(make_text(300) + "VALIDATIONONLY marker line\n" * 60)
+    seen = []
+    train = SentencePieceTokenizer.train.__func__
+
+    def spy(cls, lines, *a, **k):
+        lines = list(lines)
+        seen.extend(lines)
+        return train(cls, lines, *a, **k)
+
+    monkeypatch.setattr(SentencePieceTokenizer, "train", classmethod(spy))
+    fit, key = fitter(200, "unigram")
+    corpus = load_corpus(path, 0.05, fit=fit, fit_key=key)
+    assert seen and not any("VALIDATIONONLY" in line for line in seen)
+    assert "VALIDATIONONLY" in corpus.tokenizer.decode(corpus.val.tolist())
+
+
+def test_the_id_cache_is_keyed_by_the_tokenizer(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CHARGEN_CACHE", str(cache))
+    path = tmp_path / "c.txt"
+    path.write_text(make_text(300))
+    bins = lambda: sorted(p.name for p in cache.glob("*.bin"))  # noqa: E731
+    a = load_corpus(path, 0.1, *[None], *fitter(200, "unigram"))
+    first = bins()
+    b = load_corpus(path, 0.1, None, *fitter(250, "unigram"))
+    assert len(bins()) == 4 and b.tokenizer.vocab_size == 250
+    again = load_corpus(path, 0.1, None, *fitter(200, "unigram"))
+    assert len(bins()) == 4 and set(first) <= set(bins())
+    assert again.tokenizer.fingerprint() == a.tokenizer.fingerprint()
+
+
+def test_per_character_loss_of_a_char_model_equals_its_per_token_loss(tmp_path, corpus_path):
+    from .conftest import train_tiny
+
+    train_tiny(corpus_path, tmp_path, steps=20, eval_every=20)
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["chars_per_token"] == 1.0
+    assert record["val_loss"] == pytest.approx(record["val_nats_per_token"], abs=1e-5)
+
+
+def test_a_subword_model_end_to_end(tmp_path, corpus_path):
+    from click.testing import CliRunner
+
+    from chargen.cli import cli
+
+    out = tmp_path / "sp"
+    runner = CliRunner()
+    args = ["train", str(corpus_path), "-o", str(out), "--tokenizer", "sp", "--vocab-size", "200", "--steps", "30"]
+    args += [
+        "--eval-every",
+        "15",
+        "--hidden",
+        "32",
+        "--embed",
+        "16",
+        "--layers",
+        "1",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "16",
+    ]
+    result = runner.invoke(cli, args, prog_name="chargen")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["chars_per_token"] > 1.5
+    assert record["val_loss"] < record["val_nats_per_token"]  # nats per char: a token holds several chars
+    info = json.loads(runner.invoke(cli, ["info", str(out / "best.pt"), "--json"]).stdout)
+    assert info["tokenizer"] == {"kind": "sp", "vocab_size": 200}
+    sample = runner.invoke(
+        cli, ["sample", "-c", str(out / "best.pt"), "--prime", "the 王", "-l", "80", "--seed", "2", "--stop", "e k"]
+    )
+    assert sample.exit_code == 0 and sample.stdout.startswith("the 王") and "\ufffd" not in sample.stdout
+    assert "e k" not in sample.stdout[len("the 王") :] and "never saw" not in sample.stderr
+    scored = json.loads(runner.invoke(cli, ["eval", "-c", str(out / "best.pt"), str(corpus_path), "--json"]).stdout)
+    assert scored["chars"] == len(corpus_path.read_text()) and 0 < scored["nats_per_char"] < 5

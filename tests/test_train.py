@@ -1,0 +1,79 @@
+import json
+import math
+
+import torch
+
+from chargen import checkpoint
+from chargen.data import load_corpus
+from chargen.train import Reporter, Trainer
+
+from .conftest import tiny_configs, train_tiny
+
+
+def test_loss_falls(corpus_path, tmp_path):
+    trainer, result = train_tiny(corpus_path, tmp_path, steps=120, eval_every=40)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [40, 80, 120]
+    assert lines[-1]["val_loss"] < lines[0]["val_loss"] - 0.3
+    assert lines[-1]["val_loss"] < math.log(trainer.corpus.tokenizer.vocab_size) - 1
+    for key in ("step", "epoch", "train_loss", "val_loss", "val_bpc", "lr", "chars_per_sec", "elapsed_s"):
+        assert key in lines[-1]
+    assert math.isclose(lines[-1]["val_bpc"], lines[-1]["val_loss"] / math.log(2), rel_tol=1e-4)
+    assert result.best_val == min(r["val_loss"] for r in lines)
+
+
+def test_resume_gives_the_weights_of_an_unbroken_run(corpus_path, tmp_path):
+    # The run evaluates (and saves) at step 30; a second process would load that checkpoint.
+    train_tiny(corpus_path, tmp_path / "whole", steps=60, eval_every=30)
+    train_tiny(corpus_path, tmp_path / "broken", steps=60, eval_every=30, stop_at=30)
+    saved = checkpoint.load(tmp_path / "broken" / "last.pt")
+    assert saved["trainer"]["step"] == 30
+    train_tiny(corpus_path, tmp_path / "broken", steps=60, eval_every=30, resume=saved)
+    a = checkpoint.load(tmp_path / "whole" / "last.pt")["model"]
+    b = checkpoint.load(tmp_path / "broken" / "last.pt")["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_is_exact_with_dropout_and_across_epochs(corpus_path, tmp_path):
+    from chargen.config import ModelConfig, TrainConfig
+
+    corpus = load_corpus(corpus_path, 0.1)
+    model = ModelConfig(layers=2, hidden=16, embed=8, dropout=0.3)
+    config = TrainConfig(batch_size=8, seq_len=64, steps=40, eval_every=100, device="cpu", warmup=3)
+    whole = Trainer(corpus, model, config, tmp_path / "a")
+    assert whole.batcher.windows < 40  # the run crosses an epoch boundary
+    whole.run()
+    first = Trainer(corpus, model, config, tmp_path / "b")
+    first.run(stop_at=17)
+    first._save(tmp_path / "b" / "mid.pt")
+    second = Trainer(corpus, model, config, tmp_path / "b", resume=checkpoint.load(tmp_path / "b" / "mid.pt"))
+    second.run()
+    for (name, p), q in zip(whole.model.named_parameters(), second.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_ctrl_c_saves_last_and_returns(corpus_path, tmp_path):
+    class Interrupts(Reporter):
+        def step(self, trainer):
+            if trainer.position.step == 7:
+                raise KeyboardInterrupt
+
+    model, config = tiny_configs(steps=50)
+    trainer = Trainer(load_corpus(corpus_path, 0.1), model, config, tmp_path, reporter=Interrupts())
+    result = trainer.run()
+    assert result.interrupted and result.step == 7
+    assert checkpoint.load(tmp_path / "last.pt")["trainer"]["step"] == 7
+
+
+def test_a_time_budget_ends_annealed(corpus_path, tmp_path):
+    trainer, result = train_tiny(corpus_path, tmp_path, steps=None, time=2.0, eval_every=10_000)
+    assert trainer.position.elapsed >= 2.0 and trainer.progress() == 1.0
+    assert math.isclose(trainer.lr(), trainer.config.lr * trainer.config.min_lr_frac, rel_tol=1e-6)
+    assert result.step > 5
+
+
+def test_patience_stops_a_run_that_no_longer_improves(corpus_path, tmp_path):
+    trainer, result = train_tiny(corpus_path, tmp_path, steps=10_000, eval_every=1, patience=2, lr=0.5, warmup=0)
+    assert result.stopped_early and result.step < 10_000
+    assert trainer.position.bad_evals == 2
