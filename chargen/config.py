@@ -42,7 +42,7 @@ class ModelConfig(_Plain):
     """Recurrent cell: lstm, gru or rnn (--cell)."""
     layers: int = 2
     """Stacked recurrent layers (--layers)."""
-    hidden: int = 512
+    hidden: int = 384
     """Units per recurrent layer (--hidden)."""
     embed: int = 64
     """Width of the token embedding (--embed)."""
@@ -120,7 +120,7 @@ class TrainConfig(_Plain):
             self.tokenizer in TOKENIZERS,
             f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}",
         )
-        _require(self.vocab_size >= 64, f"--vocab-size must be at least 64, not {self.vocab_size}")
+        _require(self.vocab_size >= 300, f"--vocab-size must be at least 300 (256 go to bytes), not {self.vocab_size}")
         _require(
             self.sp_model in SP_MODELS,
             f"--sp-model must be one of {', '.join(SP_MODELS)}, not {self.sp_model!r}",

@@ -69,6 +69,32 @@ class StopMatcher:
         return out
 
 
+class Utf8Guard:
+    """Keeps sampled byte pieces valid UTF-8: a lead byte is followed by exactly its continuation bytes.
+
+    Subword models fall back to bytes for rare characters; an unlucky draw could otherwise
+    write a stray byte, which decodes to a replacement character.
+    """
+
+    def __init__(self, byte_of: dict[int, int], vocab_size: int, batch: int, device: torch.device) -> None:
+        cont = torch.zeros(vocab_size, dtype=torch.bool)
+        never = torch.zeros(vocab_size, dtype=torch.bool)
+        self.need = torch.zeros(vocab_size, dtype=torch.long, device=device)  # continuation bytes a lead byte wants
+        for i, b in byte_of.items():
+            cont[i] = 0x80 <= b <= 0xBF
+            never[i] = b in (0xC0, 0xC1) or b >= 0xF5
+            self.need[i] = 1 if 0xC2 <= b <= 0xDF else 2 if 0xE0 <= b <= 0xEF else 3 if 0xF0 <= b <= 0xF4 else 0
+        self.inside = (~cont).to(device)  # banned in the middle of a character: all but continuation bytes
+        self.outside = (cont | never).to(device)  # banned between characters
+        self.left = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) continuation bytes still due
+
+    def mask(self, logits: Tensor) -> None:
+        logits.masked_fill_(torch.where(self.left[:, None] > 0, self.inside, self.outside), -torch.inf)
+
+    def advance(self, ids: Tensor) -> None:
+        self.left = torch.where(self.left > 0, self.left - 1, self.need[ids])
+
+
 @dataclass
 class Primed:
     """What a prime left behind: the state after it and the logits for the next token."""
@@ -142,10 +168,16 @@ class Generator:
         stops = [StopMatcher(config.stop) for _ in range(batch)]
         left = [config.length] * batch
         logits, state = primed.logits, primed.state
+        byte_of = self.tokenizer.byte_pieces()
+        guard = Utf8Guard(byte_of, self.tokenizer.vocab_size, batch, self.device) if byte_of else None
         while any(n > 0 and not s.stopped for n, s in zip(left, stops)):
             if self._banned:
                 logits[:, self._banned] = -torch.inf
+            if guard:
+                guard.mask(logits)
             ids = sample(logits, config.temp, config.top_k, config.top_p, g)  # (B,)
+            if guard:
+                guard.advance(ids)
             for b, token in enumerate(ids.tolist()):
                 if left[b] <= 0 or stops[b].stopped:
                     continue

@@ -53,10 +53,12 @@ class SentencePieceTokenizer(Tokenizer):
                 minloglevel=2,
             )
         except RuntimeError as e:
-            raise CorpusError(
-                f"SentencePiece could not build a vocabulary of {vocab_size} from this text ({e}): "
-                "try a smaller --vocab-size"
-            ) from None
+            if "required_chars" in str(e):
+                need = str(e).split(" vs ")[-1].split(".")[0]
+                hint = f"this text needs --vocab-size {need} or more (256 ids go to byte fallback)"
+            else:
+                hint = "try a smaller --vocab-size"
+            raise CorpusError(f"SentencePiece could not build a vocabulary of {vocab_size}: {hint}") from None
         return cls(out.getvalue())
 
     @classmethod
@@ -72,6 +74,9 @@ class SentencePieceTokenizer(Tokenizer):
 
     def banned_ids(self) -> list[int]:
         return [i for i in (self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) if i >= 0]
+
+    def byte_pieces(self) -> dict[int, int]:
+        return self._byte
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.sp.encode(text), dtype=self.dtype)

@@ -53,6 +53,10 @@ class Tokenizer:
         """The distinct characters of `text` that this vocabulary lacks, in order of appearance."""
         return []
 
+    def byte_pieces(self) -> dict[int, int]:
+        """{id: byte} of the byte-fallback pieces, if any."""
+        return {}
+
     def banned_ids(self) -> list[int]:
         """Ids that are never sampled (the unknown symbol, control tokens)."""
         return [] if self.unk_id is None else [self.unk_id]

@@ -26,10 +26,11 @@ class Echo:
 
     def feed(self, line):
         self.text += line + "\n"
+        self.last = line
         return [c for c in line if c == "☃"]
 
     def answer(self):
-        for i, c in enumerate(reversed(self.text.splitlines()[-1])):
+        for i, c in enumerate(reversed(self.last)):
             if self.interrupt_after is not None and i == self.interrupt_after:
                 raise KeyboardInterrupt
             self.text += c
@@ -198,7 +199,7 @@ def test_a_real_terminal_session(tiny_ckpt, tmp_path):
         dimensions=(40, 120),
     )
     child.expect("Ctrl-D to leave")
-    child.expect("> ")
+    child.expect(">")  # prompt_toolkit draws the prompt with cursor moves, not a literal "> "
     child.sendline("/set temp 0.9")
     child.expect("temp = 0.9")
     child.sendline("the king")
@@ -206,9 +207,11 @@ def test_a_real_terminal_session(tiny_ckpt, tmp_path):
     time.sleep(1.0)  # a long generation is under way
     child.sendintr()
     child.expect(r"\(stopped\)")
-    child.expect("> ")
+    child.expect(">")  # prompt_toolkit draws the prompt with cursor moves, not a literal "> "
     child.sendline("/show")
     child.expect("temp 0.9")
+    child.expect(">")
+    time.sleep(0.3)  # let prompt_toolkit take the terminal before Ctrl-D arrives
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()
