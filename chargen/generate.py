@@ -70,29 +70,41 @@ class StopMatcher:
 
 
 class Utf8Guard:
-    """Keeps sampled byte pieces valid UTF-8: a lead byte is followed by exactly its continuation bytes.
+    """Keeps sampled byte pieces valid UTF-8: each lead byte is followed by exactly the bytes it allows.
 
     Subword models fall back to bytes for rare characters; an unlucky draw could otherwise
-    write a stray byte, which decodes to a replacement character.
+    write a stray or overlong byte, which decodes to a replacement character.
     """
 
+    # The first continuation byte after these leads has a narrower range (no overlongs, no surrogates).
+    FIRST = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
+
     def __init__(self, byte_of: dict[int, int], vocab_size: int, batch: int, device: torch.device) -> None:
-        cont = torch.zeros(vocab_size, dtype=torch.bool)
-        never = torch.zeros(vocab_size, dtype=torch.bool)
-        self.need = torch.zeros(vocab_size, dtype=torch.long, device=device)  # continuation bytes a lead byte wants
+        def table(fill: int) -> Tensor:
+            return torch.full((vocab_size,), fill, dtype=torch.long)
+
+        value, need, lo, hi = table(-1), table(0), table(0x80), table(0xBF)
         for i, b in byte_of.items():
-            cont[i] = 0x80 <= b <= 0xBF
-            never[i] = b in (0xC0, 0xC1) or b >= 0xF5
-            self.need[i] = 1 if 0xC2 <= b <= 0xDF else 2 if 0xE0 <= b <= 0xEF else 3 if 0xF0 <= b <= 0xF4 else 0
-        self.inside = (~cont).to(device)  # banned in the middle of a character: all but continuation bytes
-        self.outside = (cont | never).to(device)  # banned between characters
+            value[i] = b
+            need[i] = 1 if 0xC2 <= b <= 0xDF else 2 if 0xE0 <= b <= 0xEF else 3 if 0xF0 <= b <= 0xF4 else 0
+            lo[i], hi[i] = self.FIRST.get(b, (0x80, 0xBF))
+        stray = (value >= 0x80) & (need == 0)  # continuation bytes and bytes that never occur
+        self.value, self.need, self.lo, self.hi = (t.to(device) for t in (value, need, lo, hi))
+        self.outside = stray.to(device)  # banned between characters
         self.left = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) continuation bytes still due
+        self.next_lo = torch.full((batch,), 0x80, dtype=torch.long, device=device)
+        self.next_hi = torch.full((batch,), 0xBF, dtype=torch.long, device=device)
 
     def mask(self, logits: Tensor) -> None:
-        logits.masked_fill_(torch.where(self.left[:, None] > 0, self.inside, self.outside), -torch.inf)
+        """Inside a character only its allowed continuation bytes; between characters no stray byte."""
+        inside = (self.value < self.next_lo[:, None]) | (self.value > self.next_hi[:, None])  # (B, V)
+        logits.masked_fill_(torch.where(self.left[:, None] > 0, inside, self.outside), -torch.inf)
 
     def advance(self, ids: Tensor) -> None:
-        self.left = torch.where(self.left > 0, self.left - 1, self.need[ids])
+        within = self.left > 0
+        self.next_lo = torch.where(within, 0x80, self.lo[ids])
+        self.next_hi = torch.where(within, 0xBF, self.hi[ids])
+        self.left = torch.where(within, self.left - 1, self.need[ids])
 
 
 @dataclass
