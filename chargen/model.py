@@ -53,4 +53,5 @@ class CharLM(nn.Module):
 
 
 def detach(state: State) -> State:
-    return tuple(s.detach() for s in state)
+    """The state's values without its history; kept in fp32 even when the window ran in bf16."""
+    return tuple(s.detach().float() for s in state)

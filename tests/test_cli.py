@@ -175,3 +175,22 @@ def test_no_checkpoints_yet(tmp_path):
 def test_debug_shows_the_traceback(files):
     result = CliRunner().invoke(cli, ["--debug", "sample", "-c", str(files / "cut.pt")])
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_ctrl_c_during_training_saves_last_and_says_how_to_resume(tmp_path, corpus_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = ["train", str(corpus_path), "-o", str(out), "--steps", "100000", "--eval-every", "10", "--hidden", "16"]
+    args += ["--embed", "8", "--layers", "1", "--batch-size", "4", "--seq-len", "16"]
+    proc = subprocess.Popen([sys.executable, "-m", "chargen", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"chargen train --resume {out / 'last.pt'}" in err
+    step = json.loads(run("info", out / "last.pt", "--json").stdout)["step"]
+    assert 10 <= step < 100000

@@ -64,6 +64,10 @@ def cli(debug: bool) -> None:
 
 
 def main() -> None:
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):  # `chargen sample | head` ends quietly, as other Unix tools do
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     cli(prog_name="chargen")
 
 
