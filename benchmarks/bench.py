@@ -20,6 +20,7 @@ import json
 import platform
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,30 @@ def corpus() -> Corpus:
     return Corpus("tinyshakespeare", "", tok, ids[:cut], ids[cut:], cut, len(ids) - cut)
 
 
+def bare_step(model: CharLM, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The kernel ceiling: forward and backward of embedding, recurrence and head, nothing else."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        logits, _ = model(x)
+    F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).backward()
+
+
+def write_rate(gen: Generator, streams: int, length: int = 2000) -> float:
+    """Characters per second written by `streams` streams sampled as one batch."""
+    primed = gen.prime("\n", batch=streams)
+    t0 = time.perf_counter()
+    for _ in gen.stream(primed, SampleConfig(length=length, temp=0.8, seed=1)):
+        pass
+    sync(gen.device)
+    return length * streams / (time.perf_counter() - t0)
+
+
+def first_char(gen: Generator, prime: str) -> float:
+    """Seconds from a prime's arrival to the first character written after it (what a chat turn feels)."""
+    t0 = time.perf_counter()
+    next(iter(gen.stream(gen.prime(prime), SampleConfig(length=10, seed=1))))
+    return time.perf_counter() - t0
+
+
 def bench_training(device: torch.device, sizes: list[str], shapes: list[tuple[int, int]], inner: int) -> list[dict]:
     data, rows = corpus(), []
     vocab = data.tokenizer.vocab_size
@@ -79,14 +104,7 @@ def bench_training(device: torch.device, sizes: list[str], shapes: list[tuple[in
             bare = CharLM(vocab, model_config).to(device)
             x = torch.randint(0, vocab, (batch, window), device=device)
             y = torch.randint(0, vocab, (batch, window), device=device)
-            amp = device.type == "cuda"
-
-            def bare_step():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits, _ = bare(x)
-                F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).backward()
-
-            bare_s = timed(bare_step, device, 3, 5, inner)
+            bare_s = timed(partial(bare_step, bare, x, y), device, 3, 5, inner)
             chars = batch * window
             rows.append(
                 {
@@ -114,26 +132,11 @@ def bench_sampling(device: torch.device, sizes: list[str]) -> list[dict]:
         torch.manual_seed(0)
         model = CharLM(data.tokenizer.vocab_size, ModelConfig(layers=layers, hidden=hidden, embed=64)).to(device)
         gen = Generator(model, data.tokenizer, device)
-        length = 2000
-
-        def write(n: int) -> float:
-            primed = gen.prime("\n", batch=n)
-            t0 = time.perf_counter()
-            for _ in gen.stream(primed, SampleConfig(length=length, temp=0.8, seed=1)):
-                pass
-            sync(device)
-            return length * n / (time.perf_counter() - t0)
-
-        def first_char() -> float:
-            t0 = time.perf_counter()
-            next(iter(gen.stream(gen.prime(prime), SampleConfig(length=10, seed=1))))
-            return time.perf_counter() - t0
-
-        write(1)  # warm-up
-        one = statistics.median(write(1) for _ in range(3))
-        many = statistics.median(write(64) for _ in range(3))
-        first_char()
-        latency = statistics.median(first_char() for _ in range(9))
+        write_rate(gen, 1)  # warm-up
+        one = statistics.median(write_rate(gen, 1) for _ in range(3))
+        many = statistics.median(write_rate(gen, 64) for _ in range(3))
+        first_char(gen, prime)
+        latency = statistics.median(first_char(gen, prime) for _ in range(9))
         rows.append(
             {
                 "size": size,

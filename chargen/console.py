@@ -69,8 +69,8 @@ class TrainProgress(Reporter):
     def step(self, trainer: Trainer) -> None:
         p = trainer.position
         fields = {"step": p.step}
-        if p.step % 20 == 0 and trainer._losses:  # reading the loss waits on the device: not every step
-            fields["loss"] = f"{float(trainer._losses[-1]) / trainer.chars_per_token:.3f}"
+        if p.step % 20 == 0 and (loss := trainer.latest_loss()) is not None:  # a device sync: not every step
+            fields["loss"] = f"{loss:.3f}"
             tokens = (p.step - self._step0) * trainer.batcher.batch_size * trainer.config.seq_len
             fields["speed"] = rate(tokens * trainer.chars_per_token / max(time.perf_counter() - self._t0, 1e-9))
         self.progress.update(self.task, completed=1000 * trainer.progress(), **fields)

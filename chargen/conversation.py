@@ -53,13 +53,14 @@ class Conversation:
         """A fresh hidden state and an empty transcript."""
         self.primed: Primed | None = None
         self.text = ""  # everything the model has read or written, in order
-        self._undo: list[tuple[Primed | None, str]] = []
+        self.turns = 0  # answers so far: a set seed is offset by it, so turns differ yet replay exactly
+        self._undo: list[tuple[Primed | None, str, int]] = []
 
     # -- a turn --------------------------------------------------------------------------------
 
     def feed(self, line: str) -> list[str]:
         """Read the person's line into the state; returns the characters the model never saw."""
-        self._undo.append((self._snapshot(), self.text))
+        self._undo.append((self._snapshot(), self.text, self.turns))
         text = f"{self.framing.user_prefix}{line.removesuffix(chr(10))}\n{self.framing.bot_prefix}"
         if self.text and not self.text.endswith("\n"):
             text = "\n" + text  # a turn starts on a new line
@@ -70,7 +71,9 @@ class Conversation:
     def answer(self) -> Iterator[str]:
         """The model's reply, piece by piece; an interruption leaves the state where the text stopped."""
         assert self.primed is not None, "feed() comes first"
-        for _, piece in self.generator.stream(self.primed, self.config):
+        config = self.config if self.config.seed is None else replace(self.config, seed=self.config.seed + self.turns)
+        self.turns += 1
+        for _, piece in self.generator.stream(self.primed, config):
             self.text += piece
             yield piece
 
@@ -78,7 +81,7 @@ class Conversation:
         """Back to the state before the last turn; False when there is none."""
         if not self._undo:
             return False
-        self.primed, self.text = self._undo.pop()
+        self.primed, self.text, self.turns = self._undo.pop()
         return True
 
     def _snapshot(self) -> Primed | None:
@@ -101,6 +104,7 @@ class Conversation:
                 "kind": "chat",
                 "model": self._model_id(),
                 "text": self.text,
+                "turns": self.turns,
                 "state": list(self.primed.state) if self.primed else None,
                 "logits": self.primed.logits if self.primed else None,
                 "config": {**self.config.to_dict(), "stop": list(self.config.stop)},
@@ -120,7 +124,7 @@ class Conversation:
         if data["model"] != self._model_id():
             raise ChargenError(f"{path} was saved with another model: its hidden state means nothing to this one")
         self.reset()
-        self.text = data["text"]
+        self.text, self.turns = data["text"], data["turns"]
         self.config = SampleConfig.from_dict({**data["config"], "stop": tuple(data["config"]["stop"])})
         self.framing = Framing(**data["framing"])
         if data["state"] is not None:

@@ -265,16 +265,19 @@ class StreamBatcher:
         self.windows = usable // seq_len // batch_size  # per epoch, whatever the offset
         self.stream_len = self.windows * seq_len
         self.device = torch.device(device)
+        self._offset = (-1, 0)  # (epoch, its offset)
         if self.device.type == "cpu":
             self.ids = ids  # memory-mapped; each window is copied out as it is needed
         else:
             self.ids = torch.from_numpy(np.asarray(ids).astype(np.int64)).to(self.device)
 
     def offset(self, epoch: int) -> int:
-        import torch
+        if self._offset[0] != epoch:  # drawn once per epoch, from (seed, epoch) alone
+            import torch
 
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return int(torch.randint(self.seq_len, (1,), generator=g))
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._offset = (epoch, int(torch.randint(self.seq_len, (1,), generator=g)))
+        return self._offset[1]
 
     def window(self, epoch: int, k: int):
         """(x, y) of window k of `epoch`, each (B, T) int64 on the device."""

@@ -146,6 +146,7 @@ class Trainer:
         self.position = Position()
         self.state = self.model.initial_state(batch, self.device)
         self.metrics: list[dict] = []
+        self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
         if resume is not None:
             self._restore(resume)
 
@@ -169,6 +170,10 @@ class Trainer:
         warm = min(1.0, (self.position.step + 1) / c.warmup) if c.warmup else 1.0
         cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
         return c.lr * warm * (c.min_lr_frac + (1 - c.min_lr_frac) * cosine)
+
+    def latest_loss(self) -> float | None:
+        """The last step's training loss per character; reading it waits for the device."""
+        return float(self._losses[-1]) / self.chars_per_token if self._losses else None
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -80,11 +80,16 @@ def test_the_id_cache_is_keyed_by_the_tokenizer(tmp_path, monkeypatch):
     path = tmp_path / "c.txt"
     path.write_text(make_text(300))
     bins = lambda: sorted(p.name for p in cache.glob("*.bin"))  # noqa: E731
-    a = load_corpus(path, 0.1, *[None], *fitter(340, "unigram"))
+
+    def load(vocab_size):
+        fit, key = fitter(vocab_size, "unigram")
+        return load_corpus(path, 0.1, fit=fit, fit_key=key)
+
+    a = load(340)
     first = bins()
-    b = load_corpus(path, 0.1, None, *fitter(380, "unigram"))
+    b = load(380)
     assert len(bins()) == 4 and b.tokenizer.vocab_size == 380
-    again = load_corpus(path, 0.1, None, *fitter(340, "unigram"))
+    again = load(340)
     assert len(bins()) == 4 and set(first) <= set(bins())
     assert again.tokenizer.fingerprint() == a.tokenizer.fingerprint()
 

@@ -46,7 +46,12 @@ def _duration(ctx, param, value):
 @click.option(
     "-o", "--out", type=click.Path(file_okay=False), help="Output folder  [default: checkpoints/<corpus name>/]"
 )
-@click.option("--resume", type=click.Path(dir_okay=False), help="Continue the run saved in this checkpoint (last.pt).")
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False),
+    help="Continue the run saved in this checkpoint (last.pt); budget flags given with it replace the run's "
+    "budget, counted from the run's start.",
+)
 @click.option("--cell", type=click.Choice(CELLS), default=M.cell, help="Recurrent cell.")
 @click.option("--layers", type=int, default=M.layers, help="Recurrent layers.")
 @click.option("--hidden", type=int, default=M.hidden, help="Units per layer.")
