@@ -126,6 +126,7 @@ class Generator:
         self.device = torch.device(device)
         self.info = info or {}
         self._banned = tokenizer.banned_ids()
+        self._banned_ids = torch.tensor(self._banned, dtype=torch.long, device=self.device)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> Generator:
@@ -163,13 +164,18 @@ class Generator:
 
     # -- writing -------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def stream(self, primed: Primed, config: SampleConfig) -> Iterator[tuple[int, str]]:
         """(stream, text) pieces as they are decoded, until every stream has `length` characters or a stop.
 
         `primed` is advanced in place, so the caller holds the state after the last token
         (a chat turn carries on from it).
         """
+        for pieces in self._steps(primed, config):
+            yield from pieces
+
+    @torch.inference_mode()
+    def _steps(self, primed: Primed, config: SampleConfig) -> Iterator[list[tuple[int, str]]]:
+        """The pieces of each step together, so inference mode is entered once a step, not once a piece."""
         batch = primed.logits.shape[0]
         g = torch.Generator(device=self.device)
         if config.seed is None:
@@ -184,26 +190,25 @@ class Generator:
         guard = Utf8Guard(byte_of, self.tokenizer.vocab_size, batch, self.device) if byte_of else None
         while any(n > 0 and not s.stopped for n, s in zip(left, stops)):
             if self._banned:
-                logits[:, self._banned] = -torch.inf
+                logits.index_fill_(1, self._banned_ids, -torch.inf)
             if guard:
                 guard.mask(logits)
             ids = sample(logits, config.temp, config.top_k, config.top_p, g)  # (B,)
             if guard:
                 guard.advance(ids)
+            pieces = []
             for b, token in enumerate(ids.tolist()):
                 if left[b] <= 0 or stops[b].stopped:
                     continue
                 text = stops[b].feed(decoders[b].feed(token))[: left[b]]
-                left[b] -= len(text)
-                if stops[b].stopped:
-                    left[b] = 0
+                left[b] = 0 if stops[b].stopped else left[b] - len(text)
                 if text:
-                    yield b, text
+                    pieces.append((b, text))
+            # Step before showing: if the reader stops here (Ctrl-C), the state holds every token shown.
             logits, state = self.model.step(ids, state)
             primed.logits, primed.state = logits, state
-        for b, s in enumerate(stops):
-            if tail := s.flush()[: max(left[b], 0)]:
-                yield b, tail
+            yield pieces
+        yield [(b, tail) for b, s in enumerate(stops) if (tail := s.flush()[: max(left[b], 0)])]
 
     def generate(
         self,

@@ -44,9 +44,27 @@ class CharLM(nn.Module):
         return self.head(self.drop(h)), state if isinstance(state, tuple) else (state,)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token per stream: x (B,) ids -> logits (B, V) and the next state."""
-        logits, state = self(x[:, None], state)
-        return logits[:, -1], state
+        """One token per stream: x (B,) ids -> logits (B, V) and the next state.
+
+        At inference each layer's cell runs directly: on a CPU the fused module's fixed cost
+        per call is 7 to 10 times the arithmetic of one step. The math is the same.
+        """
+        if self.training:  # dropout between layers lives in the fused module
+            logits, state = self(x[:, None], state)
+            return logits[:, -1], state
+        cell = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}[self.config.cell]
+        inp, hs, cs = self.embed(x), [], []  # (B, E)
+        for k in range(self.config.layers):
+            weights = [getattr(self.rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if self.config.cell == "lstm":
+                h, c = cell(inp, (state[0][k], state[1][k]), *weights)
+                cs.append(c)
+            else:
+                h = cell(inp, state[0][k], *weights)
+            hs.append(h)
+            inp = h  # (B, H)
+        new = (torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),)
+        return self.head(inp), new
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -18,15 +18,18 @@ def test_two_half_windows_with_carried_state_equal_one_window(cell):
         torch.testing.assert_close(a, b)
 
 
-def test_one_step_decode_matches_the_window():
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_one_step_decode_matches_the_window(cell):
     torch.manual_seed(0)
-    model = CharLM(20, ModelConfig(layers=2, hidden=16, embed=8, dropout=0.0)).eval()
+    model = CharLM(20, ModelConfig(cell=cell, layers=2, hidden=16, embed=8, dropout=0.3)).eval()
     x = torch.randint(0, 20, (2, 10))
     full, _ = model(x)
     state = model.initial_state(2)
     for t in range(10):
         logits, state = model.step(x[:, t], state)
         torch.testing.assert_close(logits, full[:, t])
+    for a, b in zip(state, model(x)[1]):
+        torch.testing.assert_close(a, b)
 
 
 def test_state_shapes():
