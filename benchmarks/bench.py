@@ -43,19 +43,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device, warmup: int, repeats: int, inner: int) -> float:
-    """Median seconds of one call of `fn`, timed over `inner` calls per repeat."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
+def timed(fns, device, warmup: int, repeats: int, inner: int) -> list[float]:
+    """Median seconds of one call of each of `fns`, their repeats interleaved so drift hits all alike."""
+    for fn in fns:
+        for _ in range(warmup):
             fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times)
+    sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            sync(device)
+            spent.append((time.perf_counter() - t0) / inner)
+    return [statistics.median(t) for t in times]
 
 
 def corpus() -> Corpus:
@@ -99,12 +101,10 @@ def bench_training(device: torch.device, sizes: list[str], shapes: list[tuple[in
         for batch, window in shapes:
             config = TrainConfig(batch_size=batch, seq_len=window, steps=10**9, device=device.type, eval_every=10**9)
             trainer = Trainer(data, model_config, config, "/tmp/chargen-bench")
-            trainer_s = timed(trainer._train_step, device, 3, 5, inner)
-
             bare = CharLM(vocab, model_config).to(device)
             x = torch.randint(0, vocab, (batch, window), device=device)
             y = torch.randint(0, vocab, (batch, window), device=device)
-            bare_s = timed(partial(bare_step, bare, x, y), device, 3, 5, inner)
+            trainer_s, bare_s = timed([trainer._train_step, partial(bare_step, bare, x, y)], device, 3, 7, inner)
             chars = batch * window
             rows.append(
                 {
@@ -154,6 +154,14 @@ def bench_sampling(device: torch.device, sizes: list[str]) -> list[dict]:
     return rows
 
 
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -170,7 +178,7 @@ def main() -> None:
     shapes = args.shapes or ("16x128,64x128" if device.type == "cpu" else "64x256,256x256")
     shape_list = [tuple(int(v) for v in s.split("x")) for s in shapes.split(",")]
     inner = args.inner or (3 if device.type == "cpu" else 20)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
     header = {
         "device": f"{device.type}: {name}",
         "threads": torch.get_num_threads(),

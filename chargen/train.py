@@ -141,12 +141,13 @@ class Trainer:
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
             lr=config.lr,
             betas=(0.9, 0.99),
-            fused=self.device.type == "cuda",
+            fused=self.device.type in ("cuda", "cpu"),  # one kernel for all parameters
         )
         self.position = Position()
         self.state = self.model.initial_state(batch, self.device)
         self.metrics: list[dict] = []
         self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
+        self._train_time, self._tokens = 0.0, 0  # likewise: seconds in training steps, tokens trained
         if resume is not None:
             self._restore(resume)
 
@@ -183,8 +184,7 @@ class Trainer:
         self.reporter.start(self)
         p, result = self.position, None
         clock = time.perf_counter() - p.elapsed
-        self._window_start, self._losses = time.perf_counter(), []
-        self._train_time, self._tokens = 0.0, 0
+        self._losses, self._train_time, self._tokens = [], 0.0, 0
         try:
             while self.progress() < 1 and (stop_at is None or p.step < stop_at):
                 t0 = time.perf_counter()
