@@ -140,8 +140,8 @@ class Generator:
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path} does not hold a model this chargen can build ({e})") from None
         dev = resolve_device(device)
-        data.pop("optimizer", None)
-        return cls(model.to(dev), tokenizer, dev, info=data)
+        info = {k: v for k, v in data.items() if k not in ("model", "optimizer")}  # configs, corpus, metrics
+        return cls(model.to(dev), tokenizer, dev, info=info)
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from chargen import checkpoint
+from chargen.config import SampleConfig
 from chargen.data import load_corpus
 from chargen.subword import SentencePieceTokenizer, fitter
 from chargen.tokenizer import tokenizer_from_dict
@@ -139,6 +140,14 @@ def test_a_subword_model_end_to_end(tmp_path, corpus_path):
     assert "e k" not in sample.stdout[len("the 王") :] and "never saw" not in sample.stderr
     scored = json.loads(runner.invoke(cli, ["eval", "-c", str(out / "best.pt"), str(corpus_path), "--json"]).stdout)
     assert scored["chars"] == len(corpus_path.read_text()) and 0 < scored["nats_per_char"] < 5
+
+    from chargen.conversation import Conversation
+    from chargen.generate import Generator
+
+    chat = Conversation(Generator.load(out / "best.pt"), SampleConfig(length=60, seed=1, stop=("\n\n",)))
+    assert chat.feed("the king ☃") == []  # byte fallback: nothing is unknown to a subword model
+    answer = "".join(chat.answer())
+    assert 0 < len(answer) <= 60 and "\n\n" not in answer and "\ufffd" not in answer
 
 
 def test_sampled_bytes_always_form_whole_characters(sp):

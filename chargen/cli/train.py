@@ -120,23 +120,22 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
         corpus = corpus or saved["corpus"].get("path")
         out = out or str(Path(resume).parent)
     else:
-        if not corpus:
-            raise ChargenError("give the text to train on: chargen train CORPUS (a file or a folder)")
         model_config, config = ModelConfig(**model_flags), TrainConfig(**flags)
+    if not corpus:
+        raise ChargenError("give the text to train on: chargen train CORPUS (a file or a folder)")
     name = Path(corpus).stem or "corpus"
     out_dir = Path(out or Path("checkpoints") / name)
     _check_writable(out_dir)
 
-    fit, key = None, "char"
-    if config.tokenizer == "sp" and not saved:
-        from chargen.subword import fitter
-
-        fit, key = fitter(config.vocab_size, config.sp_model)
-    tokenizer = None
-    if saved:
+    tokenizer, fit, key = None, None, "char"
+    if saved:  # the run's own vocabulary: its ids must not change
         from chargen.tokenizer import tokenizer_from_dict
 
         tokenizer = tokenizer_from_dict(saved["tokenizer"])
+    elif config.tokenizer == "sp":
+        from chargen.subword import fitter
+
+        fit, key = fitter(config.vocab_size, config.sp_model)
     data = load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key)
 
     reporter = console.TrainProgress()
