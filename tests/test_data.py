@@ -27,6 +27,7 @@ def test_folder_is_its_text_files_in_sorted_order(tmp_path):
     (tmp_path / "c.bin").write_bytes(b"\0\1\2")
     (tmp_path / ".hidden").write_text("no")
     assert [p.name for p in corpus_files(tmp_path)] == ["a.txt", "b.txt"]
+    assert "".join(read_chunks(corpus_files(tmp_path))) == "first\nsecond"  # files never run together
 
 
 def test_invalid_utf8_names_the_byte_and_line(tmp_path):

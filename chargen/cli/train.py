@@ -138,7 +138,9 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
         fit, key = fitter(config.vocab_size, config.sp_model)
     data = load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key)
 
-    reporter = console.TrainProgress()
+    from chargen.progress import TrainProgress
+
+    reporter = TrainProgress()
     trainer = Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved)
     parts = [f"{config.steps:,} steps"] if config.steps else []
     parts += [f"{config.epochs:g} epochs"] if config.epochs else []

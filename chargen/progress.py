@@ -1,0 +1,63 @@
+"""The training progress bar: step, loss, val bpc, chars/s and ETA, on the stderr console."""
+
+from __future__ import annotations
+
+import time
+
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from chargen.config import format_duration
+from chargen.console import rate, stderr
+from chargen.train import Reporter, Trainer
+
+
+class TrainProgress(Reporter):
+    """A live bar with step, loss, val bpc, chars/s and ETA, and one line per evaluation."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(bar_width=30),
+            TextColumn("step {task.fields[step]}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("val bpc {task.fields[bpc]}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=stderr(),
+            transient=True,
+        )
+        self.task = self.progress.add_task("train", total=1000, step=0, loss="-", bpc="-", speed="-")
+        self._t0, self._step0 = 0.0, 0
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(escape(text), style="yellow")
+
+    def start(self, trainer: Trainer) -> None:
+        self._t0, self._step0 = time.perf_counter(), trainer.position.step
+        self.progress.start()
+
+    def step(self, trainer: Trainer) -> None:
+        p = trainer.position
+        fields = {"step": p.step}
+        if p.step % 20 == 0 and (loss := trainer.latest_loss()) is not None:  # a device sync: not every step
+            fields["loss"] = f"{loss:.3f}"
+            tokens = (p.step - self._step0) * trainer.batcher.batch_size * trainer.config.seq_len
+            fields["speed"] = rate(tokens * trainer.chars_per_token / max(time.perf_counter() - self._t0, 1e-9))
+        self.progress.update(self.task, completed=1000 * trainer.progress(), **fields)
+
+    def evaluated(self, trainer: Trainer, record: dict) -> None:
+        self.progress.update(self.task, bpc=f"{record['val_bpc']:.3f}")
+        train = record["train_loss"]
+        self.progress.console.print(
+            f"step {record['step']:>6}  epoch {record['epoch']:6.2f}  "
+            f"train {'-' if train is None else f'{train:.4f}'}  "
+            f"val {record['val_loss']:.4f} nats/char ({record['val_bpc']:.4f} bpc)  "
+            f"{rate(record['chars_per_sec'])}  {format_duration(record['elapsed_s'])}",
+            highlight=False,
+        )
+
+    def end(self, trainer: Trainer) -> None:
+        self.progress.stop()
