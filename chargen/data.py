@@ -54,15 +54,17 @@ def _looks_binary(path: Path) -> bool:
 
 def read_chunks(files: list[Path], chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
     """The text of `files`, in chunks of about `chunk_chars` characters; each file starts on a new line."""
-    last = "\n"
+    ends_line = True
     for path in files:
         try:
             with open(path, encoding="utf-8-sig", newline=None) as f:
-                while chunk := f.read(chunk_chars):
-                    if not last.endswith("\n"):
-                        yield "\n"
-                    last = chunk
+                chunk = f.read(chunk_chars)
+                if chunk and not ends_line:
+                    yield "\n"
+                while chunk:
                     yield chunk
+                    ends_line = chunk.endswith("\n")
+                    chunk = f.read(chunk_chars)
         except UnicodeDecodeError:
             offset, line = _first_bad_byte(path)
             raise CorpusError(
