@@ -74,8 +74,11 @@ def save(data: dict, path: str | os.PathLike) -> None:
             os.unlink(tmp)
 
 
-def load(path: str | os.PathLike) -> dict:
-    """Read and verify a checkpoint on the CPU, whatever device wrote it."""
+KINDS = {"model": "a model checkpoint", "chat": "a saved conversation"}
+
+
+def load(path: str | os.PathLike, kind: str = "model") -> dict:
+    """Read and verify a checkpoint of `kind` (model or chat) on the CPU, whatever device wrote it."""
     path = Path(path)
     if not path.is_file():
         hint = "; it is a folder: name a .pt file in it" if path.is_dir() else ""
@@ -107,6 +110,9 @@ def load(path: str | os.PathLike) -> dict:
     stored = data.pop("checksum", None)
     if stored != checksum(data):
         raise CheckpointError(damaged.replace("truncated or corrupted", "corrupted (its checksum does not match)"))
+    found = data.get("kind", "model")
+    if found != kind:
+        raise CheckpointError(f"{path} is {KINDS.get(found, found)}, not {KINDS[kind]}")
     return data
 
 

@@ -118,9 +118,7 @@ class Conversation:
         path = chat_path(name)
         if not path.exists():
             raise ChargenError(f"no saved conversation {name!r} (looked for {path}); /save NAME makes one")
-        data = checkpoint.load(path)
-        if data.get("kind") != "chat":
-            raise ChargenError(f"{path} is a model checkpoint, not a saved conversation")
+        data = checkpoint.load(path, kind="chat")
         if data["model"] != self._model_id():
             raise ChargenError(f"{path} was saved with another model: its hidden state means nothing to this one")
         self.reset()

@@ -10,6 +10,7 @@ the files and the tokenizer, and memory-mapped on every later run.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import json
 import os
@@ -180,18 +181,17 @@ def _encoded(
         return tuple(np.concatenate(p).astype(dtype) for p in parts)  # type: ignore[return-value]
     paths = [cache / f"{stem}.train.bin", cache / f"{stem}.val.bin"]
     if not all(p.exists() for p in paths):
-        tmp = [Path(tempfile.mkstemp(dir=cache, prefix=".encode-")[1]) for _ in paths]
+        made = [tempfile.mkstemp(dir=cache, prefix=".encode-") for _ in paths]  # (fd, path) each
         try:
-            outs = [open(t, "wb") for t in tmp]
-            for part, text in split_chunks(read_chunks(files), split):
-                outs[part].write(tokenizer.encode(text).astype(dtype).tobytes())
-            for out in outs:
-                out.close()
-            for t, p in zip(tmp, paths):
-                os.replace(t, p)
+            with contextlib.ExitStack() as files_open:
+                outs = [files_open.enter_context(os.fdopen(fd, "wb")) for fd, _ in made]
+                for part, text in split_chunks(read_chunks(files), split):
+                    outs[part].write(tokenizer.encode(text).astype(dtype).tobytes())
+            for (_, tmp), path in zip(made, paths):
+                os.replace(tmp, path)
         finally:
-            for t in tmp:
-                t.unlink(missing_ok=True)
+            for _, tmp in made:
+                Path(tmp).unlink(missing_ok=True)
     return tuple(  # type: ignore[return-value]
         np.memmap(p, dtype=dtype, mode="r") if p.stat().st_size else np.zeros(0, dtype) for p in paths
     )

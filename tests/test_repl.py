@@ -168,7 +168,12 @@ def test_save_then_load_in_a_new_process_continues_exactly(tiny_ckpt, tmp_path):
     whole = chat(tiny_ckpt, "-l", "60", stdin=turns, env=env)
     resumed = chat(tiny_ckpt, "-l", "60", stdin="/load talk\nthe queen\n", env=env)
     assert whole.returncode == resumed.returncode == 0, whole.stderr + resumed.stderr
-    assert (tmp_path / "chats" / "talk.pt").exists()
+    saved = tmp_path / "chats" / "talk.pt"
+    assert saved.exists()
+    wrong = chat(tiny_ckpt, stdin=f"/load {tiny_ckpt}\n", env=env)  # a model is not a conversation
+    assert "is a model checkpoint, not a saved conversation" in wrong.stderr
+    info = subprocess.run([sys.executable, "-m", "chargen", "info", str(saved)], capture_output=True, text=True)
+    assert info.returncode == 1 and "is a saved conversation, not a model checkpoint" in info.stderr
     last = lambda out: out.split("the queen\n", 1)[1]  # noqa: E731
     assert last(whole.stdout) == last(resumed.stdout) and len(last(whole.stdout)) > 0
 
