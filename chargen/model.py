@@ -15,6 +15,7 @@ from chargen.config import ModelConfig
 State = tuple[Tensor, ...]  # (h, c) for an LSTM, (h,) otherwise; each (layers, B, hidden)
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+_STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}  # one step of one layer
 
 
 class CharLM(nn.Module):
@@ -52,10 +53,9 @@ class CharLM(nn.Module):
         if self.training:  # dropout between layers lives in the fused module
             logits, state = self(x[:, None], state)
             return logits[:, -1], state
-        cell = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}[self.config.cell]
+        cell = _STEP_CELLS[self.config.cell]
         inp, hs, cs = self.embed(x), [], []  # (B, E)
-        for k in range(self.config.layers):
-            weights = [getattr(self.rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        for k, weights in enumerate(self.rnn.all_weights):  # [w_ih, w_hh, b_ih, b_hh] of layer k
             if self.config.cell == "lstm":
                 h, c = cell(inp, (state[0][k], state[1][k]), *weights)
                 cs.append(c)

@@ -184,7 +184,6 @@ class Trainer:
         self.reporter.start(self)
         p, result = self.position, None
         clock = time.perf_counter() - p.elapsed
-        self._losses, self._train_time, self._tokens = [], 0.0, 0
         try:
             while self.progress() < 1 and (stop_at is None or p.step < stop_at):
                 t0 = time.perf_counter()
