@@ -9,13 +9,15 @@ Training: for each model size and (batch x window) shape, chars/s of the real tr
 schedule, carried state), and chars/s of a bare loop of embedding + nn.LSTM + head
 forward and backward on random ids, with no data pipeline, no optimizer and no logging: the
 kernel ceiling. Their ratio says how much the trainer adds. Sampling (2x256 and the default
-model): chars/s of one stream, of 64 streams in one batch, and the time to the first character
-after a 1,000-character prime (the chat latency). Medians of several timed repeats after warm-up.
+model): chars/s of one stream, of 64 streams in one batch (in fp32 and, as `sample --bf16`
+runs them, in bf16), and the time to the first character after a 1,000-character prime (the
+chat latency). Medians of several timed repeats after warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -131,10 +133,13 @@ def bench_sampling(device: torch.device, sizes: list[str]) -> list[dict]:
         layers, hidden = SIZES[size]
         torch.manual_seed(0)
         model = CharLM(data.tokenizer.vocab_size, ModelConfig(layers=layers, hidden=hidden, embed=64)).to(device)
+        gen16 = Generator(copy.deepcopy(model), data.tokenizer, device, dtype=torch.bfloat16)  # sample --bf16
         gen = Generator(model, data.tokenizer, device)
         write_rate(gen, 1)  # warm-up
+        write_rate(gen16, 64)
         one = statistics.median(write_rate(gen, 1) for _ in range(3))
         many = statistics.median(write_rate(gen, 64) for _ in range(3))
+        many16 = statistics.median(write_rate(gen16, 64) for _ in range(3))
         first_char(gen, prime)
         latency = statistics.median(first_char(gen, prime) for _ in range(9))
         rows.append(
@@ -143,12 +148,15 @@ def bench_sampling(device: torch.device, sizes: list[str]) -> list[dict]:
                 "one_stream_chars_per_s": round(one),
                 "batch64_chars_per_s": round(many),
                 "batch64_speedup": round(many / one, 1),
+                "batch64_bf16_chars_per_s": round(many16),
+                "batch64_bf16_speedup": round(many16 / one, 1),
                 "first_char_after_1000_prime_ms": round(latency * 1000, 1),
             }
         )
         print(
             f"sample {size:>6}  one stream {one:>9,.0f} chars/s   64 streams {many:>10,.0f} chars/s "
-            f"({many / one:.1f}x)   first char after a 1,000-char prime {latency * 1000:.1f} ms",
+            f"({many / one:.1f}x), in bf16 {many16:>10,.0f} ({many16 / one:.1f}x)   "
+            f"first char after a 1,000-char prime {latency * 1000:.1f} ms",
             flush=True,
         )
     return rows

@@ -40,7 +40,11 @@ def sample(
         probs = sorted_logits.softmax(-1)
         outside = probs.cumsum(-1) - probs > top_p  # keep the smallest head whose mass reaches top_p
         logits = logits.masked_fill(outside.scatter(-1, order, outside), -torch.inf)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+    # Gumbel-max: the argmax of logits plus Gumbel noise is an exact draw from their softmax,
+    # and cheaper than torch.multinomial (one uniform per entry, no normalising, no search).
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    gumbel = uniform.clamp_(min=torch.finfo(uniform.dtype).tiny).log_().neg_().log_().neg_()
+    return (logits + gumbel).argmax(-1)
 
 
 class StopMatcher:
@@ -53,6 +57,8 @@ class StopMatcher:
         """The text that is now safe to show; after a stop string, nothing more."""
         if self.stopped:
             return ""
+        if not self.stops:
+            return text
         self.pending += text
         hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
         if hits:
@@ -120,16 +126,23 @@ class Generator:
     """A trained model ready to write: `generate` for the API, `stream` for the CLI and REPL."""
 
     def __init__(
-        self, model: CharLM, tokenizer: Tokenizer, device: torch.device | str = "cpu", info: dict | None = None
+        self,
+        model: CharLM,
+        tokenizer: Tokenizer,
+        device: torch.device | str = "cpu",
+        info: dict | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
-        self.model, self.tokenizer = model.eval(), tokenizer
+        """`dtype` bfloat16 runs weights, state and logits in bf16: many streams at once go about
+        twice as fast where the hardware has bf16 arithmetic, and the text differs from fp32's."""
         self.device = torch.device(device)
+        self.model, self.tokenizer = model.to(self.device, dtype).eval(), tokenizer
         self.info = info or {}
         self._banned = tokenizer.banned_ids()
         self._banned_ids = torch.tensor(self._banned, dtype=torch.long, device=self.device)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Generator:
+    def load(cls, path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Generator:
         from chargen.train import resolve_device
 
         data = checkpoint.load(path)
@@ -141,7 +154,7 @@ class Generator:
             raise CheckpointError(f"{path} does not hold a model this chargen can build ({e})") from None
         dev = resolve_device(device)
         info = {k: v for k, v in data.items() if k not in ("model", "optimizer")}  # configs, corpus, metrics
-        return cls(model.to(dev), tokenizer, dev, info=info)
+        return cls(model, tokenizer, dev, info=info, dtype=dtype)
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -34,7 +34,8 @@ class CharLM(nn.Module):
         self.head = nn.Linear(config.hidden, vocab_size)
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
-        zeros = lambda: torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)  # noqa: E731
+        shape, dtype = (self.config.layers, batch_size, self.config.hidden), self.head.weight.dtype
+        zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
         return (zeros(), zeros()) if self.config.cell == "lstm" else (zeros(),)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:

@@ -84,6 +84,13 @@ class StreamDecoder:
         return self.tokenizer.decode([token])
 
 
+class _CharDecoder(StreamDecoder):
+    """One id, one character: nothing to hold back."""
+
+    def feed(self, token: int) -> str:
+        return self.tokenizer.chars[token]
+
+
 class CharTokenizer(Tokenizer):
     kind = "char"
     unk_id = 0
@@ -122,7 +129,7 @@ class CharTokenizer(Tokenizer):
         return "".join(self.chars[i] for i in ids)
 
     def decoder(self) -> StreamDecoder:
-        return StreamDecoder(self)
+        return _CharDecoder(self)
 
     def unknown(self, text: str) -> list[str]:
         ids = self.encode(text)

@@ -82,6 +82,13 @@ def test_sample_finds_the_newest_checkpoint(tmp_path, tiny_ckpt):
     assert result.exit_code == 0 and "checkpoints/x/best.pt" in result.stderr and len(result.stdout) == 11
 
 
+def test_sample_in_bf16(tiny_ckpt):
+    args = ("sample", "-c", tiny_ckpt, "--bf16", "-n", 3, "-l", 20, "--seed", 1, "--prime", "the")
+    first = run(*args)
+    assert first.exit_code == 0 and first.stdout.count("--- sample") == 3
+    assert run(*args).stdout == first.stdout
+
+
 def test_unknown_prime_characters_are_named(tiny_ckpt):
     result = run("sample", "-c", tiny_ckpt, "--prime", "the 王 king", "-l", 5)
     assert result.exit_code == 0 and "'王'" in result.stderr and result.stdout.startswith("the 王 king")

@@ -21,14 +21,22 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
     show_default=True,
     help="Samples, written as one batch.",
 )
+@click.option(
+    "--bf16",
+    is_flag=True,
+    help="Run the model in bfloat16: about twice as fast for many samples (-n 64) on a GPU or a CPU "
+    "with bf16 arithmetic (AVX512-BF16, AMX), slower on other CPUs; the text differs from fp32's.",
+)
 @device_option()
-def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file, num_samples, device) -> None:
+def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file, num_samples, bf16, device) -> None:
     """Write text from a trained model to stdout.
 
     \b
       chargen sample --temp 0.8 --prime "ROMEO:"
       chargen sample -c checkpoints/novel/best.pt -n 4 -l 300 --seed 1 > samples.txt
     """
+    import torch
+
     from chargen import console
     from chargen.data import read_chunks
     from chargen.generate import Generator
@@ -41,7 +49,8 @@ def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file
         prime = "".join(read_chunks(corpus_files(prime_file)))
     else:
         prime = unescape(prime)
-    generator = Generator.load(resolve_checkpoint(checkpoint), device)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    generator = Generator.load(resolve_checkpoint(checkpoint), device, dtype)
     primed = generator.prime(prime, batch=num_samples)
     if primed.unknown:
         console.warn(f"the prime has characters the model never saw, left out: {' '.join(map(repr, primed.unknown))}")
