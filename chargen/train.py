@@ -147,7 +147,7 @@ class Trainer:
         self.state = self.model.initial_state(batch, self.device)
         self.metrics: list[dict] = []
         self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
-        self._train_time, self._tokens = 0.0, 0  # likewise: seconds in training steps, tokens trained
+        self._tokens, self._since = 0, time.perf_counter()  # likewise: tokens trained, and since when
         if resume is not None:
             self._restore(resume)
 
@@ -183,12 +183,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.reporter.start(self)
         p, result = self.position, None
-        clock = time.perf_counter() - p.elapsed
+        clock, self._since = time.perf_counter() - p.elapsed, time.perf_counter()
         try:
             while self.progress() < 1 and (stop_at is None or p.step < stop_at):
-                t0 = time.perf_counter()
                 self._train_step()
-                self._train_time += time.perf_counter() - t0
                 p.elapsed = time.perf_counter() - clock
                 self.reporter.step(self)
                 if p.step % self.config.eval_every == 0 or self.progress() >= 1:
@@ -235,6 +233,9 @@ class Trainer:
 
     def _evaluate_and_save(self) -> None:
         p = self.position
+        if self.device.type == "cuda":  # steps run ahead of the host: wait for them, so chars/s is true
+            torch.cuda.synchronize(self.device)
+        train_time = time.perf_counter() - self._since
         val_nats = evaluate(self.model, self.corpus.val, self.device, self.amp)
         val_loss = val_nats / self.val_scored_chars
         train_loss = float(torch.stack(self._losses).mean()) / self.chars_per_token if self._losses else None
@@ -247,10 +248,10 @@ class Trainer:
             "val_nats_per_token": round(val_nats / (len(self.corpus.val) - 1), 5),
             "chars_per_token": round(self.chars_per_token, 4),
             "lr": self.lr(),
-            "chars_per_sec": round(self._tokens * self.chars_per_token / max(self._train_time, 1e-9), 1),
+            "chars_per_sec": round(self._tokens * self.chars_per_token / max(train_time, 1e-9), 1),
             "elapsed_s": round(p.elapsed, 2),
         }
-        self._losses, self._train_time, self._tokens = [], 0.0, 0
+        self._losses, self._tokens = [], 0
         self.metrics.append(record)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -260,6 +261,7 @@ class Trainer:
         if improved:
             self._save(self.out / "best.pt")
         self.reporter.evaluated(self, record)
+        self._since = time.perf_counter()  # the next chars/s counts training only
 
     def _result(self, **flags) -> Result:
         return Result(self.position.best_val, self.out / "best.pt", self.out / "last.pt", self.position.step, **flags)
