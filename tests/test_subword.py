@@ -150,7 +150,8 @@ def test_a_subword_model_end_to_end(tmp_path, corpus_path):
     assert 0 < len(answer) <= 60 and "\n\n" not in answer and "\ufffd" not in answer
 
 
-def test_sampled_bytes_always_form_whole_characters(sp):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sampled_bytes_always_form_whole_characters(sp, dtype):
     """Even an untrained model, drawing byte pieces at random, writes no replacement characters."""
     import torch
 
@@ -162,5 +163,5 @@ def test_sampled_bytes_always_form_whole_characters(sp):
     model = CharLM(sp.vocab_size, ModelConfig(layers=1, hidden=16, embed=8))
     with torch.no_grad():
         model.head.bias[list(sp.byte_pieces())] += 4.0  # make byte pieces the likeliest draws
-    text = "".join(Generator(model, sp).generate("x", length=400, temp=1.0, seed=1))
+    text = "".join(Generator(model, sp, dtype=getattr(torch, dtype)).generate("x", length=400, temp=1.0, seed=1))
     assert len(text) == 400 and "\ufffd" not in text
