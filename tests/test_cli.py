@@ -33,13 +33,17 @@ def one_clear_line(result, *words):
     return result.stderr
 
 
-def test_help_is_fast_and_imports_no_torch():
+@pytest.mark.parametrize("args", [["--help"], ["sample", "--temp", "-1"]])
+def test_help_and_bad_flags_import_no_torch(args):
     code = (
-        "import sys; from chargen.cli import main; sys.argv=['chargen','--help']\n"
+        f"import sys; from chargen.cli import main; sys.argv=['chargen', *{args!r}]\n"
         "try: main()\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False")
+
+
+def test_every_command_has_help():
     for command in ("train", "sample", "eval", "info"):
         assert "Usage: chargen " + command in run(command, "--help").output
 

@@ -35,14 +35,15 @@ def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file
       chargen sample --temp 0.8 --prime "ROMEO:"
       chargen sample -c checkpoints/novel/best.pt -n 4 -l 300 --seed 1 > samples.txt
     """
-    import torch
-
     from chargen import console
     from chargen.data import read_chunks
-    from chargen.generate import Generator
     from chargen.repl import unescape
 
-    config = sample_config(temp, top_k, top_p, length, seed, stop)
+    config = sample_config(temp, top_k, top_p, length, seed, stop)  # a bad flag is told before torch loads
+    import torch
+
+    from chargen.generate import Generator
+
     if prime_file:
         from chargen.data import corpus_files
 
