@@ -7,9 +7,18 @@ import random
 
 import pytest
 
-os.environ.setdefault(
-    "CHARGEN_CACHE", os.path.join(os.environ.get("PYTEST_TMP", "/tmp"), f"chargen-test-cache-{os.getpid()}")
-)
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache(tmp_path_factory):
+    """Tests share an id cache in pytest's own temporary folder (cleaned up by pytest), not the user's."""
+    old = os.environ.get("CHARGEN_CACHE")
+    os.environ["CHARGEN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        del os.environ["CHARGEN_CACHE"]
+    else:
+        os.environ["CHARGEN_CACHE"] = old
+
 
 WORDS = (
     "the king is dead long live the queen and all her men shall ride at dawn to the castle by the sea "

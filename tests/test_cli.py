@@ -175,8 +175,9 @@ def files(tmp_path, tiny_ckpt):
 )
 def test_bad_input_gets_one_clear_line(files, tiny_ckpt, args, words):
     args = [a.format(d=files, ckpt=tiny_ckpt) for a in args]
-    one_clear_line(run(*args), *words)
+    one_clear_line(run(*args, cwd=files), *words)
     assert not (files / "pwned").exists()
+    assert not (files / "checkpoints").exists()  # a failed command leaves no empty output folder
 
 
 def test_no_checkpoints_yet(tmp_path):

@@ -174,12 +174,18 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
 
 
 def _check_writable(folder: Path) -> None:
+    """Fail now, not after training, if `folder` cannot be written; create nothing (a typo leaves no folder)."""
+    import tempfile
+
     from chargen.errors import ChargenError
 
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".chargen-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
     except OSError as e:
         raise ChargenError(f"cannot write to {folder} ({e.strerror}): choose another folder with --out") from None
