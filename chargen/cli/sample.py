@@ -24,8 +24,8 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
 @click.option(
     "--bf16",
     is_flag=True,
-    help="Run the model in bfloat16: about twice as fast for many samples (-n 64) on a GPU or a CPU "
-    "with bf16 arithmetic (AVX512-BF16, AMX), slower on other CPUs; the text differs from fp32's.",
+    help="Run the model in bfloat16: about twice as fast for many samples (-n 64) on a CPU with bf16 "
+    "arithmetic (AVX512-BF16, AMX), slower on other CPUs; the text differs from fp32's.",
 )
 @device_option()
 def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file, num_samples, bf16, device) -> None:
