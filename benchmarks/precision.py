@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 import torch.nn.functional as F
+from bench import write_rate  # this folder's sibling script
 
-from chargen.config import SampleConfig
 from chargen.data import load_corpus
 from chargen.generate import Generator
 
@@ -37,14 +36,6 @@ def stepped_nats_per_token(gen: Generator, ids) -> float:
     return total / (STREAMS * per)
 
 
-def chars_per_second(gen: Generator, length: int = 1000) -> float:
-    primed = gen.prime("\n", batch=STREAMS)
-    t0 = time.perf_counter()
-    for _ in gen.stream(primed, SampleConfig(length=length, seed=1)):
-        pass
-    return STREAMS * length / (time.perf_counter() - t0)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint")
@@ -55,7 +46,7 @@ def main() -> None:
         gen = Generator.load(args.checkpoint, args.device, dtype)
         corpus = load_corpus(args.corpus, gen.info["train_config"]["val_frac"], tokenizer=gen.tokenizer)
         nats = stepped_nats_per_token(gen, corpus.val) * len(corpus.val) / corpus.val_chars
-        speed = max(chars_per_second(gen) for _ in range(3))
+        speed = max(write_rate(gen, STREAMS, length=1000) for _ in range(3))
         print(
             f"{str(dtype).removeprefix('torch.'):>8}: val {nats:.4f} nats/char ({nats / math.log(2):.4f} bpc), "
             f"{STREAMS} streams {speed:,.0f} chars/s",

@@ -175,6 +175,8 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
 
 def _check_writable(folder: Path) -> None:
     """Fail now, not after training, if `folder` cannot be written; create nothing (a typo leaves no folder)."""
+    import errno
+    import os
     import tempfile
 
     from chargen.errors import ChargenError
@@ -184,7 +186,7 @@ def _check_writable(folder: Path) -> None:
         existing = existing.parent
     try:
         if not existing.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
