@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     for dtype in (torch.float32, torch.bfloat16):
         gen = Generator.load(args.checkpoint, args.device, dtype)
-        corpus = load_corpus(args.corpus, gen.info["train_config"]["val_frac"], tokenizer=gen.tokenizer)
+        corpus = load_corpus(args.corpus, gen.checkpoint.train_config.val_frac, tokenizer=gen.tokenizer)
         nats = stepped_nats_per_token(gen, corpus.val) * len(corpus.val) / corpus.val_chars
         speed = max(write_rate(gen, STREAMS, length=1000) for _ in range(3))
         print(

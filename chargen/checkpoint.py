@@ -1,29 +1,40 @@
-"""Checkpoints: one self-describing file, written atomically, loaded safely and verified.
+"""Checkpoints: one self-describing file, written atomically, loaded safely, verified, and read as typed data.
 
 A checkpoint is a dict of plain data and tensors: format and version, model and training
 configs, the tokenizer, weights, optimizer and trainer state, metrics, and a SHA-256 of
 all of it. It is written to a temporary file and renamed over the old one, so a crash
-mid-write leaves the previous checkpoint intact; it is read with `weights_only=True`, so
-a pickle that would run code is refused, never executed; and the checksum catches bytes
-changed inside tensors, which torch's loader does not notice.
+mid-write leaves the previous checkpoint intact. Reading trusts nothing in the file: the
+zip's entries are checked (stored, not compressed; sizes within the file; CRCs) before
+torch sees it, so no entry can ask for more memory than the file holds; it is read with
+`weights_only=True`, so a pickle that would run code is refused, never executed; every
+tensor must own the bytes it claims (no zero-stride giants); the checksum catches bytes
+changed inside tensors; and a model's configs and weight shapes must agree before a
+single layer is built. This module alone knows the layout: everything else reads a
+`ModelCheckpoint`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
-import tempfile
 import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from chargen.errors import CheckpointError
+from chargen.config import ModelConfig, TrainConfig
+from chargen.errors import CheckpointError, SettingError
+from chargen.files import atomic_write
+from chargen.tokenizer import Tokenizer, tokenizer_from_dict
 
 FORMAT = "chargen-checkpoint"
 VERSION = 1
+KINDS = {"model": "a model checkpoint", "chat": "a saved conversation"}
+MAX_ENTRIES = 100_000  # zip entries: one per tensor storage, plus a few
 
 
 def checksum(data: Any) -> str:
@@ -32,9 +43,9 @@ def checksum(data: Any) -> str:
 
     def walk(x: Any) -> None:
         if isinstance(x, torch.Tensor):
-            t = x.detach().cpu().contiguous().reshape(-1)
+            t = x.detach().cpu().contiguous().reshape(-1)  # a copy only for a view; no tensor exceeds its storage
             h.update(f"T{t.dtype}{tuple(x.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes())
+            h.update(t.view(torch.uint8).numpy())
         elif isinstance(x, dict):
             h.update(b"{")
             for k in sorted(x, key=repr):
@@ -55,26 +66,11 @@ def checksum(data: Any) -> str:
 
 def save(data: dict, path: str | os.PathLike) -> None:
     """Write `data` (with format, version and checksum added) to `path` atomically."""
-    path = Path(path)
     data = {"format": FORMAT, "format_version": VERSION, **data}
     data.pop("checksum", None)
     data["checksum"] = checksum(data)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-KINDS = {"model": "a model checkpoint", "chat": "a saved conversation"}
+    with atomic_write(path) as f:
+        torch.save(data, f)
 
 
 def load(path: str | os.PathLike, kind: str = "model") -> dict:
@@ -83,15 +79,14 @@ def load(path: str | os.PathLike, kind: str = "model") -> dict:
     if not path.is_file():
         hint = "; it is a folder: name a .pt file in it" if path.is_dir() else ""
         raise CheckpointError(f"no checkpoint at {path}{hint} (train one with `chargen train CORPUS`)")
-    damaged = f"{path} is truncated or corrupted: use another checkpoint (last.pt, best.pt) or train again"
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            zip_start = f.read(4) == b"PK\x03\x04"
-        raise CheckpointError(damaged if zip_start else f"{path} is not a chargen checkpoint (not a PyTorch zip file)")
+    damaged = f"{path} is truncated or corrupted" + (
+        ": use another checkpoint (last.pt, best.pt) or train again" if kind == "model" else ""
+    )
+    _check_zip(path, damaged)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "weights_only" in str(e) or "Unsupported global" in str(e):  # the zip's CRCs held: this was meant
             raise CheckpointError(
                 f"{path} is not a chargen checkpoint: it holds Python objects that would run code "
                 "when loaded, so it was refused unopened"
@@ -102,18 +97,61 @@ def load(path: str | os.PathLike, kind: str = "model") -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a chargen checkpoint (a PyTorch file of some other program)")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path} is damaged: its format version is {version!r}, not a positive whole number")
+    if version > VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}; this chargen reads up to version {VERSION}: "
+            f"{path} has checkpoint format version {version}; this chargen reads up to version {VERSION}: "
             "upgrade chargen (pip install -U chargen)"
         )
+    _check_tensors(data, path)
     stored = data.pop("checksum", None)
     if stored != checksum(data):
         raise CheckpointError(damaged.replace("truncated or corrupted", "corrupted (its checksum does not match)"))
     found = data.get("kind", "model")
     if found != kind:
-        raise CheckpointError(f"{path} is {KINDS.get(found, found)}, not {KINDS[kind]}")
+        raise CheckpointError(f"{path} is {KINDS.get(found, repr(found))}, not {KINDS[kind]}")
     return data
+
+
+def _check_zip(path: Path, damaged: str) -> None:
+    """Refuse a file whose zip entries could make torch allocate more than the file holds, or whose bytes changed."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = z.infolist()
+            if len(entries) > MAX_ENTRIES:
+                raise CheckpointError(f"{path} is not a chargen checkpoint ({len(entries):,} zip entries)")
+            size = path.stat().st_size
+            declared = 0
+            for e in entries:
+                if e.compress_type != zipfile.ZIP_STORED or e.compress_size != e.file_size:
+                    raise CheckpointError(f"{path} is not a chargen checkpoint (it has compressed entries)")
+                declared += e.file_size
+            if declared > size:
+                raise CheckpointError(damaged)
+            if z.testzip() is not None:  # a CRC that does not match: bytes changed since it was written
+                raise CheckpointError(damaged)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError):
+        with open(path, "rb") as f:
+            zip_start = f.read(4) == b"PK\x03\x04"
+        raise CheckpointError(
+            damaged if zip_start else f"{path} is not a chargen checkpoint (not a PyTorch zip file)"
+        ) from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror or e})") from None
+
+
+def _check_tensors(data: Any, path: Path) -> None:
+    """Every tensor must lie within its own storage: a zero-stride view of a few bytes may not claim gigabytes."""
+    if isinstance(data, torch.Tensor):
+        if data.numel() * data.element_size() > data.untyped_storage().nbytes():
+            raise CheckpointError(f"{path} is not a chargen checkpoint (a tensor claims more bytes than it holds)")
+    elif isinstance(data, dict):
+        for v in data.values():
+            _check_tensors(v, path)
+    elif isinstance(data, list | tuple):
+        for v in data:
+            _check_tensors(v, path)
 
 
 def newest(root: str | os.PathLike = "checkpoints", name: str = "best.pt") -> Path:
@@ -124,3 +162,191 @@ def newest(root: str | os.PathLike = "checkpoints", name: str = "best.pt") -> Pa
             f"no {name} under {root}/: train a model first (chargen train corpora/tinyshakespeare.txt) or pass -c PATH"
         )
     return found[-1]
+
+
+# -- a model checkpoint, typed ---------------------------------------------------------------------
+
+
+@dataclass
+class Position:
+    """Where a run stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0  # the next window of the epoch to train on
+    elapsed: float = 0.0  # seconds of this run so far, across resumes
+    best_val: float = math.inf  # lowest validation nats/char seen
+    bad_evals: int = 0  # evaluations since best_val last improved
+
+
+@dataclass
+class CorpusInfo:
+    """The text a model was trained on, as far as a resume or a report needs it."""
+
+    name: str
+    path: str | None  # absolute, so a resumed run can find it again
+    train_tokens: int
+    val_tokens: int
+    train_chars: int
+    val_chars: int
+    fingerprint: str | None = None  # of the text's ids; None in checkpoints written before it was kept
+
+
+@dataclass
+class ModelCheckpoint:
+    """Everything a model checkpoint holds: what it is, how it was trained, and how to continue exactly."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    tokenizer: Tokenizer
+    weights: dict[str, torch.Tensor]
+    position: Position
+    corpus: CorpusInfo
+    metrics: list[dict] = field(default_factory=list)
+    # what an exact resume needs beyond the weights
+    optimizer: dict | None = None
+    batch_size: int | None = None  # the batch the run trained at (fewer streams than asked, for a short text)
+    state: list[torch.Tensor] | None = None  # the carried state of its streams
+    rng: torch.Tensor | None = None
+    cuda_rng: torch.Tensor | None = None
+    path: Path | None = None  # where it was read from
+    parameters: int = 0  # counted when it was read
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the training text so far, with the fraction of the current one (from the last evaluation)."""
+        last = self.metrics[-1].get("epoch") if self.metrics else None
+        return float(last) if isinstance(last, int | float) else float(self.position.epoch)
+
+    @property
+    def best_val(self) -> float | None:
+        """The lowest validation loss of the run, nats/char; None before its first evaluation."""
+        return self.position.best_val if math.isfinite(self.position.best_val) else None
+
+    def describe(self) -> str:
+        """'2x384 LSTM, 1,903,554 parameters, trained on tinyshakespeare, best val 1.425 nats/char'"""
+        best = f", best val {self.best_val:.3f} nats/char" if self.best_val is not None else ""
+        return f"{self.model_config.summary()}, {self.parameters:,} parameters, trained on {self.corpus.name}{best}"
+
+    def to_dict(self) -> dict:
+        return {
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "model": self.weights,
+            "optimizer": self.optimizer,
+            "trainer": {
+                **asdict(self.position),
+                "batch_size": self.batch_size,
+                "state": self.state,
+                "rng": self.rng,
+                "cuda_rng": self.cuda_rng,
+            },
+            "corpus": asdict(self.corpus),
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path | None = None) -> ModelCheckpoint:
+        """The typed contents of a verified checkpoint; CheckpointError for anything that does not fit."""
+        where = path or "the checkpoint"
+        try:
+            model_config = ModelConfig.from_dict(_field(data, "model_config", dict))
+            train_config = TrainConfig.from_dict(_field(data, "train_config", dict))
+            tokenizer = tokenizer_from_dict(_field(data, "tokenizer", dict))
+            trainer = _field(data, "trainer", dict)
+            position = Position(**{f.name: _number(trainer, f.name) for f in fields(Position)})
+            corpus = _corpus(_field(data, "corpus", dict))
+            weights = _field(data, "model", dict)
+            _check_weights(weights, model_config, tokenizer.vocab_size)
+            state = trainer.get("state")
+            batch = trainer.get("batch_size")
+            _check_state(state, batch, model_config)
+            metrics = _field(data, "metrics", list)
+            if not all(isinstance(m, dict) for m in metrics):
+                raise ValueError("metrics holds something other than records")
+        except SettingError as e:
+            raise CheckpointError(f"{where} holds an invalid setting ({e}): it is damaged or not chargen's") from None
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{where} does not hold a model this chargen can build ({e})") from None
+        return cls(
+            model_config,
+            train_config,
+            tokenizer,
+            weights,
+            position,
+            corpus,
+            metrics,
+            optimizer=data.get("optimizer"),
+            batch_size=batch,
+            state=state,
+            rng=trainer.get("rng"),
+            cuda_rng=trainer.get("cuda_rng"),
+            path=path,
+            parameters=sum(t.numel() for t in weights.values()),
+        )
+
+
+def save_model(ckpt: ModelCheckpoint, path: str | os.PathLike) -> None:
+    save(ckpt.to_dict(), path)
+
+
+def read(path: str | os.PathLike) -> ModelCheckpoint:
+    """The model checkpoint at `path`, verified and typed."""
+    return ModelCheckpoint.from_dict(load(path, kind="model"), Path(path))
+
+
+def _field(data: dict, key: str, kind: type):
+    value = data[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"{key} is a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+def _number(data: dict, key: str):
+    value = data[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and math.isnan(value))
+    ):
+        raise TypeError(f"trainer {key} is {value!r}, not a number")
+    return value
+
+
+def _corpus(data: dict) -> CorpusInfo:
+    info = CorpusInfo(**{f.name: data.get(f.name) for f in fields(CorpusInfo)})
+    for key in ("train_tokens", "val_tokens", "train_chars", "val_chars"):
+        _number(asdict(info), key)
+    if not isinstance(info.name, str) or not (info.path is None or isinstance(info.path, str)):
+        raise TypeError("the corpus name or path is not text")
+    return info
+
+
+def _check_weights(weights: dict, config: ModelConfig, vocab_size: int) -> None:
+    """The stored weights must be exactly the tensors this config builds: names, shapes, floating dtypes.
+
+    The expected shapes come from a model built on the meta device, which allocates nothing."""
+    from chargen.model import CharLM
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in CharLM(vocab_size, config).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    if found != expected or len(weights) != len(expected):
+        wrong = sorted(set(expected.items()) ^ set(found.items()))[:1] or sorted(set(weights) - set(found))[:1]
+        raise ValueError(f"its weights do not fit a {config.summary()} with a vocabulary of {vocab_size}: {wrong}")
+
+
+def _check_state(state, batch, config: ModelConfig) -> None:
+    if state is None:
+        return
+    want = 2 if config.cell == "lstm" else 1
+    shape = (config.layers, batch, config.hidden)
+    if not isinstance(state, list | tuple) or len(state) != want:
+        raise ValueError("its carried state has the wrong number of parts")
+    if not all(isinstance(s, torch.Tensor) and tuple(s.shape) == shape for s in state):
+        raise ValueError(f"its carried state is not {shape}")

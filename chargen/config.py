@@ -1,39 +1,85 @@
 """Settings for the model, training and sampling: the one place every default lives.
 
 Each field's default is read by the CLI for its flag, so a flag, its `--help` text and
-the value stored in a checkpoint never disagree. Validation names the flag a person typed.
+the value stored in a checkpoint never disagree. Validation raises `SettingError` with the
+setting's name first ("temp must be 0 or more"); the CLI puts the flag in its place.
 Nothing here imports torch, so `chargen --help` stays fast.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
+import typing
 from dataclasses import asdict, dataclass, fields
 
 from chargen.errors import SettingError
 
 CELLS = ("lstm", "gru", "rnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_DEVICE = "auto"  # where sample, chat, eval and the Python API run: the GPU when there is one
 TOKENIZERS = ("char", "sp")
 SP_MODELS = ("unigram", "bpe")
 DEFAULT_TIME = "5m"  # the budget of a run given no --steps, --epochs or --time
+CHAT_STOP = ("\n\n",)  # a chat answer ends at a blank line unless told otherwise
+MAX_LAYERS, MAX_WIDTH = 64, 1 << 16  # far beyond any model that trains in a day, and a bound on what a file may ask
+MAX_SEED = 2**32 - 1
+MIN_SP_VOCAB = 256 + 8  # the byte pieces, the unknown, begin and end symbols, newline, and a few characters
 
 
-def _require(ok: bool, message: str) -> None:
+def _require(ok: bool, setting: str, rest: str) -> None:
     if not ok:
-        raise SettingError(message)
+        raise SettingError(f"{setting} {rest}", setting)
 
 
 class _Plain:
-    """Round trip through the plain dicts that checkpoints hold."""
+    """Type checks on construction, and a round trip through the plain dicts that checkpoints hold."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            setattr(self, f.name, _typed(f.name, getattr(self, f.name), _hints(type(self))[f.name]))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict):
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _typed(name: str, value, hint):
+    """`value` as the type `hint` names (an int where a float goes, a list where a tuple goes), or SettingError."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SettingError(f"{name} takes a list of strings, not {value!r}", name)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise SettingError(f"{name} must be a finite number, not {value!r}", name)
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    raise SettingError(f"{name} takes {'an' if hint is int else 'a'} {hint.__name__}, not {value!r}", name)
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, name, f"must be one of {', '.join(choices)}, not {value!r}")
 
 
 @dataclass
@@ -50,11 +96,16 @@ class ModelConfig(_Plain):
     """Dropout on the embedding, between layers and before the head (--dropout)."""
 
     def __post_init__(self) -> None:
-        _require(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        _require(self.layers >= 1, f"--layers must be at least 1, not {self.layers}")
-        _require(self.hidden >= 1, f"--hidden must be at least 1, not {self.hidden}")
-        _require(self.embed >= 1, f"--embed must be at least 1, not {self.embed}")
-        _require(0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}")
+        super().__post_init__()
+        _one_of("cell", self.cell, CELLS)
+        _require(1 <= self.layers <= MAX_LAYERS, "layers", f"must be from 1 to {MAX_LAYERS}, not {self.layers}")
+        _require(1 <= self.hidden <= MAX_WIDTH, "hidden", f"must be from 1 to {MAX_WIDTH}, not {self.hidden}")
+        _require(1 <= self.embed <= MAX_WIDTH, "embed", f"must be from 1 to {MAX_WIDTH}, not {self.embed}")
+        _require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), not {self.dropout}")
+
+    def summary(self) -> str:
+        """'2x384 LSTM': how the model is named in every message."""
+        return f"{self.layers}x{self.hidden} {self.cell.upper()}"
 
 
 @dataclass
@@ -99,32 +150,31 @@ class TrainConfig(_Plain):
     """SentencePiece model type, unigram or bpe (--sp-model)."""
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}")
-        _require(self.seq_len >= 2, f"--seq-len must be at least 2, not {self.seq_len}")
-        _require(self.lr > 0, f"--lr must be positive, not {self.lr}")
-        _require(0 <= self.min_lr_frac <= 1, f"min_lr_frac must be in [0, 1], not {self.min_lr_frac}")
-        _require(self.weight_decay >= 0, f"--weight-decay must be 0 or more, not {self.weight_decay}")
-        _require(self.grad_clip >= 0, f"--grad-clip must be 0 or more, not {self.grad_clip}")
-        _require(self.warmup >= 0, f"--warmup must be 0 or more, not {self.warmup}")
-        _require(self.steps is None or self.steps >= 1, f"--steps must be at least 1, not {self.steps}")
-        _require(self.epochs is None or self.epochs > 0, f"--epochs must be positive, not {self.epochs}")
-        _require(self.time is None or self.time > 0, f"--time must be positive, not {self.time}")
-        _require(self.eval_every >= 1, f"--eval-every must be at least 1, not {self.eval_every}")
+        super().__post_init__()
         _require(
-            self.patience is None or self.patience >= 1,
-            f"--patience must be at least 1, not {self.patience}",
+            1 <= self.batch_size <= MAX_WIDTH, "batch_size", f"must be from 1 to {MAX_WIDTH}, not {self.batch_size}"
         )
-        _require(0 < self.val_frac < 1, f"--val-frac must be between 0 and 1, not {self.val_frac}")
-        _require(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        _require(self.seq_len >= 2, "seq_len", f"must be at least 2, not {self.seq_len}")
+        _require(self.lr > 0, "lr", f"must be positive, not {self.lr}")
+        _require(0 <= self.min_lr_frac <= 1, "min_lr_frac", f"must be in [0, 1], not {self.min_lr_frac}")
+        _require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more, not {self.weight_decay}")
+        _require(self.grad_clip >= 0, "grad_clip", f"must be 0 or more, not {self.grad_clip}")
+        _require(self.warmup >= 0, "warmup", f"must be 0 or more, not {self.warmup}")
+        _require(self.steps is None or self.steps >= 1, "steps", f"must be at least 1, not {self.steps}")
+        _require(self.epochs is None or self.epochs > 0, "epochs", f"must be positive, not {self.epochs}")
+        _require(self.time is None or self.time > 0, "time", f"must be positive, not {self.time}")
+        _require(self.eval_every >= 1, "eval_every", f"must be at least 1, not {self.eval_every}")
+        _require(self.patience is None or self.patience >= 1, "patience", f"must be at least 1, not {self.patience}")
+        _require(0 < self.val_frac < 1, "val_frac", f"must be between 0 and 1, not {self.val_frac}")
+        _require(0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}, not {self.seed}")
+        _one_of("device", self.device, DEVICES)
+        _one_of("tokenizer", self.tokenizer, TOKENIZERS)
         _require(
-            self.tokenizer in TOKENIZERS,
-            f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}",
+            MIN_SP_VOCAB <= self.vocab_size <= MAX_WIDTH,
+            "vocab_size",
+            f"must be from {MIN_SP_VOCAB} (256 go to bytes) to {MAX_WIDTH}, not {self.vocab_size}",
         )
-        _require(self.vocab_size >= 300, f"--vocab-size must be at least 300 (256 go to bytes), not {self.vocab_size}")
-        _require(
-            self.sp_model in SP_MODELS,
-            f"--sp-model must be one of {', '.join(SP_MODELS)}, not {self.sp_model!r}",
-        )
+        _one_of("sp_model", self.sp_model, SP_MODELS)
         if self.steps is None and self.epochs is None and self.time is None:
             self.time = parse_duration(DEFAULT_TIME)
 
@@ -145,14 +195,54 @@ class SampleConfig(_Plain):
     """Stop a sample when it writes one of these strings (--stop)."""
 
     def __post_init__(self) -> None:
-        _require(self.temp >= 0, f"--temp must be 0 or more, not {self.temp}")
-        _require(self.top_k is None or self.top_k >= 1, f"--top-k must be at least 1, not {self.top_k}")
+        if isinstance(self.stop, str):  # one stop string, not its characters
+            self.stop = (self.stop,)
+        super().__post_init__()
+        _require(self.temp >= 0, "temp", f"must be 0 or more, not {self.temp}")
+        _require(self.top_k is None or self.top_k >= 1, "top_k", f"must be at least 1, not {self.top_k}")
+        _require(self.top_p is None or 0 < self.top_p <= 1, "top_p", f"must be in (0, 1], not {self.top_p}")
+        _require(self.length >= 0, "length", f"must be 0 or more, not {self.length}")
         _require(
-            self.top_p is None or 0 < self.top_p <= 1,
-            f"--top-p must be in (0, 1], not {self.top_p}",
+            self.seed is None or 0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}, not {self.seed}"
         )
-        _require(self.length >= 0, f"--length must be 0 or more, not {self.length}")
         self.stop = tuple(s for s in self.stop if s)
+
+
+def setting_types(cls) -> dict[str, type]:
+    """{name: the plain type a person types} of a settings dataclass: int, float, str or bool."""
+    out = {}
+    for name, hint in _hints(cls).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        out[name] = str if typing.get_origin(hint) is tuple else args[0] if args else hint
+    return out
+
+
+def parse_setting(cls, name: str, words: list[str]):
+    """The value of setting `name` of `cls` from words as typed ('none' or 'off' clears an optional one;
+    a tuple takes every word, with backslash escapes); raises SettingError naming it."""
+    hint = _hints(cls)[name]
+    if typing.get_origin(hint) is tuple:
+        return tuple(unescape(w) for w in words)
+    optional = type(None) in typing.get_args(hint)
+    if optional and words[0].lower() in ("none", "off"):
+        return None
+    kind = setting_types(cls)[name]
+    try:
+        return kind(words[0])
+    except ValueError:
+        raise SettingError(
+            f"{name} takes {'an' if kind is int else 'a'} {kind.__name__}, not {words[0]!r}", name
+        ) from None
+
+
+def unescape(text: str) -> str:
+    r"""'\n', '\t' and '\\' as typed, to the characters they name."""
+    if "\\" not in text:
+        return text
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:  # a lone or unknown escape: keep the text as typed
+        return text
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
@@ -168,8 +258,8 @@ def parse_duration(text: str) -> float:
             break
         total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "": 1}[m.group(2)]
         pos = m.end()
-    if not text or pos != len(text) or total <= 0:
-        raise SettingError(f"--time takes a duration such as 90s, 10m, 2h or 1h30m, not {text!r}")
+    if not text or pos != len(text) or not 0 < total < math.inf:
+        raise SettingError(f"time takes a duration such as 90s, 10m, 2h or 1h30m, not {text!r}", "time")
     return total
 
 

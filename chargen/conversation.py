@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from chargen import checkpoint
-from chargen.config import SampleConfig
+from chargen.config import CHAT_STOP, SampleConfig
 from chargen.errors import ChargenError
 from chargen.generate import Generator, Primed
 
@@ -34,16 +36,21 @@ def chats_dir() -> Path:
 
 
 def chat_path(name: str) -> Path:
-    """A bare NAME lives in the chats folder; anything with a slash or .pt is a path."""
-    if "/" in name or name.endswith(".pt"):
-        return Path(name)
-    return chats_dir() / f"{name}.pt"
+    """Where the conversation called `name` lives: always inside the chats folder, whatever the name."""
+    if not isinstance(name, str) or not name or len(name) > 100 or name.startswith("."):
+        raise ChargenError(f"{name!r} is not a name for a conversation: use letters, digits, - and _")
+    if any(c in name for c in "/\\\0") or any(not c.isprintable() for c in name):
+        raise ChargenError(
+            f"{name!r} is not a name for a conversation (no slashes or control characters): "
+            f"conversations are kept in {chats_dir()}"
+        )
+    return chats_dir() / f"{name.removesuffix('.pt')}.pt"
 
 
 @dataclass
 class Conversation:
     generator: Generator
-    config: SampleConfig = field(default_factory=SampleConfig)
+    config: SampleConfig = field(default_factory=lambda: SampleConfig(stop=CHAT_STOP))
     framing: Framing = field(default_factory=Framing)
 
     def __post_init__(self) -> None:
@@ -96,8 +103,11 @@ class Conversation:
 
     # -- save and load -------------------------------------------------------------------------
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str, overwrite: bool = False) -> Path:
+        """Keep the conversation as `name` in the chats folder; an existing one only with `overwrite`."""
         path = chat_path(name)
+        if path.exists() and not overwrite:
+            raise ChargenError(f"a conversation called {name!r} exists already: /save! {name} replaces it")
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.save(
             {
@@ -115,20 +125,43 @@ class Conversation:
         return path
 
     def load(self, name: str) -> Path:
+        """Continue the conversation saved as `name`; a file that does not fit this model changes nothing."""
         path = chat_path(name)
         if not path.exists():
             raise ChargenError(f"no saved conversation {name!r} (looked for {path}); /save NAME makes one")
         data = checkpoint.load(path, kind="chat")
-        if data["model"] != self._model_id():
+        if data.get("model") != self._model_id():
             raise ChargenError(f"{path} was saved with another model: its hidden state means nothing to this one")
+        try:
+            text, turns, primed = data["text"], data["turns"], self._primed(data["state"], data["logits"])
+            config = SampleConfig.from_dict({**data["config"], "stop": tuple(data["config"]["stop"])})
+            framing = Framing(**data["framing"])
+            if not isinstance(text, str) or not isinstance(turns, int) or turns < 0:
+                raise TypeError("text or turns")
+            if not all(isinstance(v, str) for v in framing.__dict__.values()):
+                raise TypeError("framing")
+        except (KeyError, TypeError, ValueError, ChargenError) as e:
+            raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
         self.reset()
-        self.text, self.turns = data["text"], data["turns"]
-        self.config = SampleConfig.from_dict({**data["config"], "stop": tuple(data["config"]["stop"])})
-        self.framing = Framing(**data["framing"])
-        if data["state"] is not None:
-            device = self.generator.device
-            self.primed = Primed(tuple(s.to(device) for s in data["state"]), data["logits"].to(device))
+        self.text, self.turns, self.primed, self.config, self.framing = text, turns, primed, config, framing
         return path
+
+    def _primed(self, state, logits) -> Primed | None:
+        """A saved state and next-token logits, checked against this model's shapes."""
+        if state is None and logits is None:
+            return None
+        model, device = self.generator.model, self.generator.device
+        want = model.initial_state(1, "meta")
+        if (
+            not isinstance(state, list)
+            or len(state) != len(want)
+            or not all(isinstance(s, torch.Tensor) and s.shape == w.shape for s, w in zip(state, want))
+            or not isinstance(logits, torch.Tensor)
+            or tuple(logits.shape) != (1, self.generator.tokenizer.vocab_size)
+        ):
+            raise ValueError("its hidden state does not fit this model")
+        dtype = model.head.weight.dtype
+        return Primed(tuple(s.to(device, dtype) for s in state), logits.to(device, dtype))
 
     def _model_id(self) -> str:
         """Tells models apart: a hash of the weights' first and last tensors and the tokenizer."""

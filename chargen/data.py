@@ -14,38 +14,59 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from chargen.errors import CorpusError
+from chargen.files import atomic_write
 from chargen.tokenizer import Tokenizer
 
 CHUNK_CHARS = 1 << 20
 MIN_CHARS = 100  # below this there is nothing to learn, whatever the settings
 
 
-def corpus_files(path: str | os.PathLike) -> list[Path]:
-    """The text files that `path` names: itself, or a folder's non-hidden files in sorted order."""
+def corpus_files(path: str | os.PathLike, skipped: list[str] | None = None) -> list[Path]:
+    """The text files that `path` names: itself, or a folder's non-hidden files in sorted order.
+
+    In a folder, binary files (a NUL byte in their first 8 KiB), empty files and subfolders
+    that cannot be read are left out, each with a line in `skipped`."""
     path = Path(path)
+    skipped = [] if skipped is None else skipped
     if not path.exists():
         raise CorpusError(f"{path} does not exist: give the path of a text file or a folder of them")
     if path.is_file():
         if _looks_binary(path):
             raise CorpusError(f"{path} looks like a binary file (it holds NUL bytes): chargen trains on UTF-8 text")
         return [path]
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
-    texts = [p for p in files if not _looks_binary(p) and p.stat().st_size > 0]
+    if not path.is_dir():
+        raise CorpusError(f"{path} is not a file or a folder (a pipe, socket or device): give a text file")
+
+    def unreadable(e: OSError) -> None:
+        skipped.append(f"{e.filename}: cannot be read ({e.strerror}), left out")
+
+    texts = []
+    for root, dirs, names in os.walk(path, onerror=unreadable):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            p = Path(root) / name
+            if name.startswith(".") or not p.is_file():
+                continue
+            try:
+                if p.stat().st_size == 0:
+                    continue
+                if _looks_binary(p):
+                    skipped.append(f"{p}: binary (a NUL byte in its first 8 KiB), left out")
+                    continue
+            except OSError as e:
+                unreadable(e)
+                continue
+            texts.append(p)
     if not texts:
         raise CorpusError(f"{path} is a folder with no text files in it: put UTF-8 .txt files there")
-    return texts
+    return sorted(texts)
 
 
 def _looks_binary(path: Path) -> bool:
@@ -59,10 +80,16 @@ def read_chunks(files: list[Path], chunk_chars: int = CHUNK_CHARS) -> Iterator[s
     for path in files:
         try:
             with open(path, encoding="utf-8-sig", newline=None) as f:
-                chunk = f.read(chunk_chars)
+                chunk, line = f.read(chunk_chars), 0
                 if chunk and not ends_line:
                     yield "\n"
                 while chunk:
+                    if "\0" in chunk:  # anywhere in a file, as in its first 8 KiB: never a vocabulary symbol
+                        raise CorpusError(
+                            f"{path} holds a NUL byte (line {line + chunk[: chunk.index(chr(0))].count(chr(10)) + 1}):"
+                            " it looks binary; chargen trains on UTF-8 text, so remove the NUL bytes or the file"
+                        )
+                    line += chunk.count("\n")
                     yield chunk
                     ends_line = chunk.endswith("\n")
                     chunk = f.read(chunk_chars)
@@ -116,6 +143,8 @@ class Corpus:
     val: np.ndarray  # (val_tokens,)
     train_chars: int
     val_chars: int
+    fingerprint: str = ""  # SHA-256 of the ids: the same text under the same tokenizer, and nothing else
+    skipped: list[str] = field(default_factory=list)  # files and folders of a folder corpus that were left out
 
 
 def load_corpus(
@@ -126,18 +155,23 @@ def load_corpus(
     fit_key: str = "char",
     cache_dir: Path | None = None,
 ) -> Corpus:
-    """Read, split and encode `path`, using the cache when it is fresh.
+    """Read, split and encode `path`, using the cache when it is fresh and intact.
 
     With no `tokenizer`, `fit(train_text)` builds one from a callable that yields the
     training part's chunks (char vocabularies look at the whole text: see `fit_chars`).
+    Every cache file carries a checksum; one that does not match is rebuilt, never trusted.
     """
-    files = corpus_files(path)
+    skipped: list[str] = []
+    files = corpus_files(path, skipped)
     name = Path(path).stem or "corpus"
     signature = _signature(files, val_frac)
     cache = _cache_dir(cache_dir)
     meta_path = cache / f"{name}-{_key(signature)}.json" if cache else None
     meta = _read_json(meta_path)
-    total = meta["chars"] if meta else sum(len(c) for c in read_chunks(files))
+    if not (isinstance(meta, dict) and isinstance(meta.get("chars"), int) and isinstance(meta.get("tokenizers"), dict)):
+        meta = {"chars": sum(len(c) for c in read_chunks(files)), "tokenizers": {}}
+        _write_json(meta_path, meta)
+    total = meta["chars"]
     if total < MIN_CHARS:
         what = "empty" if total == 0 else f"only {total} characters long"
         raise CorpusError(f"{path} is {what}: chargen needs at least a few thousand characters of text to train on")
@@ -147,19 +181,24 @@ def load_corpus(
         return (text for part, text in split_chunks(read_chunks(files), split) if part == 0)
 
     if tokenizer is None:
-        tokenizers = (meta or {}).get("tokenizers", {})
-        if fit_key in tokenizers:
-            from chargen.tokenizer import tokenizer_from_dict
-
-            tokenizer = tokenizer_from_dict(_unhex(tokenizers[fit_key]))
-        else:
+        tokenizer = _cached_tokenizer(meta["tokenizers"].get(fit_key))
+        if tokenizer is None:
             tokenizer = (fit or fit_chars(files))(train_text)
-            tokenizers[fit_key] = tokenizer.to_dict()
-            _write_json(meta_path, {"chars": total, "tokenizers": tokenizers})
-    elif meta is None:
-        _write_json(meta_path, {"chars": total, "tokenizers": {}})
-    train, val = _encoded(files, split, tokenizer, cache, f"{name}-{_key(signature + tokenizer.fingerprint())}")
-    return Corpus(name, str(Path(path).resolve()), tokenizer, train, val, split, total - split)
+            meta["tokenizers"][fit_key] = tokenizer.to_dict()
+            _write_json(meta_path, meta)
+    train, val, fingerprint = _encoded(
+        files, split, tokenizer, cache, f"{name}-{_key(signature + tokenizer.fingerprint())}"
+    )
+    return Corpus(name, str(Path(path).resolve()), tokenizer, train, val, split, total - split, fingerprint, skipped)
+
+
+def _cached_tokenizer(data) -> Tokenizer | None:
+    from chargen.tokenizer import tokenizer_from_dict
+
+    try:
+        return tokenizer_from_dict(_unhex(data)) if isinstance(data, dict) else None
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
 
 
 def fit_chars(files: list[Path]) -> Callable[[Callable[[], Iterator[str]]], Tokenizer]:
@@ -171,30 +210,54 @@ def fit_chars(files: list[Path]) -> Callable[[Callable[[], Iterator[str]]], Toke
 
 def _encoded(
     files: list[Path], split: int, tokenizer: Tokenizer, cache: Path | None, stem: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train ids, val ids), from the cache or encoded now, streaming."""
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train ids, val ids, their fingerprint), from an intact cache or encoded now, streaming."""
     dtype = tokenizer.dtype
     if cache is None:
         parts: list[list[np.ndarray]] = [[], []]
         for part, text in split_chunks(read_chunks(files), split):
-            parts[part].append(tokenizer.encode(text))
-        return tuple(np.concatenate(p).astype(dtype) for p in parts)  # type: ignore[return-value]
+            parts[part].append(tokenizer.encode(text).astype(dtype))
+        train, val = (np.concatenate(p) if p else np.zeros(0, dtype) for p in parts)
+        return train, val, _fingerprint(*(hashlib.sha256(a.tobytes()).hexdigest() for a in (train, val)))
     paths = [cache / f"{stem}.train.bin", cache / f"{stem}.val.bin"]
-    if not all(p.exists() for p in paths):
-        made = [tempfile.mkstemp(dir=cache, prefix=".encode-") for _ in paths]  # (fd, path) each
-        try:
-            with contextlib.ExitStack() as files_open:
-                outs = [files_open.enter_context(os.fdopen(fd, "wb")) for fd, _ in made]
-                for part, text in split_chunks(read_chunks(files), split):
-                    outs[part].write(tokenizer.encode(text).astype(dtype).tobytes())
-            for (_, tmp), path in zip(made, paths):
-                os.replace(tmp, path)
-        finally:
-            for _, tmp in made:
-                Path(tmp).unlink(missing_ok=True)
-    return tuple(  # type: ignore[return-value]
-        np.memmap(p, dtype=dtype, mode="r") if p.stat().st_size else np.zeros(0, dtype) for p in paths
-    )
+    meta_path = cache / f"{stem}.json"
+    want = {"tokenizer": tokenizer.fingerprint(), "dtype": dtype.str}
+    meta = _read_json(meta_path)
+    if not (isinstance(meta, dict) and {**meta, "parts": None} == {**want, "parts": None} and _intact(paths, meta)):
+        hashes = [hashlib.sha256() for _ in paths]
+        sizes = [0, 0]
+        with contextlib.ExitStack() as stack:
+            outs = [stack.enter_context(atomic_write(p)) for p in paths]
+            for part, text in split_chunks(read_chunks(files), split):
+                data = tokenizer.encode(text).astype(dtype).tobytes()
+                outs[part].write(data)
+                hashes[part].update(data)
+                sizes[part] += len(data)
+        meta = {**want, "parts": [{"bytes": n, "sha256": h.hexdigest()} for n, h in zip(sizes, hashes)]}
+        _write_json(meta_path, meta)  # last: a cache without it is rebuilt
+    train, val = (np.memmap(p, dtype=dtype, mode="r") if p.stat().st_size else np.zeros(0, dtype) for p in paths)
+    return train, val, _fingerprint(*(part["sha256"] for part in meta["parts"]))
+
+
+def _intact(paths: list[Path], meta: dict) -> bool:
+    """The cached id files have the sizes and SHA-256 that were recorded when they were written."""
+    try:
+        for path, part in zip(paths, meta["parts"]):
+            if path.stat().st_size != part["bytes"]:
+                return False
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+            if h.hexdigest() != part["sha256"]:
+                return False
+        return len(meta["parts"]) == len(paths)
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def _fingerprint(train_sha: str, val_sha: str) -> str:
+    return hashlib.sha256(f"{train_sha}:{val_sha}".encode()).hexdigest()
 
 
 def _signature(files: list[Path], val_frac: float) -> str:
@@ -220,19 +283,22 @@ def _cache_dir(explicit: Path | None) -> Path | None:
 
 
 def _read_json(path: Path | None) -> dict | None:
+    """What `_write_json` wrote, or None when it is missing, damaged or edited."""
     try:
-        return json.loads(path.read_text()) if path else None
-    except (OSError, ValueError):
+        wrapped = json.loads(path.read_text()) if path else None
+        body = json.dumps(wrapped["data"], sort_keys=True)
+        return wrapped["data"] if hashlib.sha256(body.encode()).hexdigest() == wrapped["sha256"] else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _write_json(path: Path | None, data: dict) -> None:
     if path is None:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".meta-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, default=lambda b: {"__hex__": b.hex()})
-    os.replace(tmp, path)
+    plain = json.loads(json.dumps(data, default=lambda b: {"__hex__": b.hex()}))
+    body = json.dumps(plain, sort_keys=True)
+    with atomic_write(path, text=True) as f:
+        json.dump({"sha256": hashlib.sha256(body.encode()).hexdigest(), "data": plain}, f)
 
 
 def _unhex(data):

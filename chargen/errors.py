@@ -15,7 +15,16 @@ class CheckpointError(ChargenError):
     """A checkpoint is missing, damaged, of an unknown format, or not chargen's."""
 
 
-class SettingError(ChargenError):
-    """A setting is out of range; the message names the flag."""
+class TrainingError(ChargenError):
+    """Training cannot go on (the loss stopped being finite); the message says what was kept."""
+
+
+class SettingError(ChargenError, ValueError):
+    """A setting is out of range or unknown. The message starts with the setting's name (`temp must be ...`),
+    which the CLI replaces with the flag a person typed (`--temp must be ...`)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from chargen import checkpoint
-from chargen.config import ModelConfig, SampleConfig
-from chargen.errors import CheckpointError
-from chargen.model import CharLM, State
-from chargen.tokenizer import Tokenizer, tokenizer_from_dict
+from chargen.checkpoint import ModelCheckpoint
+from chargen.config import DEFAULT_DEVICE, SampleConfig
+from chargen.errors import SettingError
+from chargen.model import CharLM, State, resolve_device
+from chargen.tokenizer import Tokenizer
 
 
 def sample(
@@ -31,7 +33,9 @@ def sample(
     """Draw one id per row of logits (B, V) -> (B,). Temperature 0 is argmax."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # (B, V) relative to each row's top, so no temperature can push every entry to -inf or overflow it
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, -torch.inf)
@@ -122,6 +126,9 @@ class Primed:
     unknown: list[str] = field(default_factory=list)
 
 
+PRIME_WINDOW = 4096  # tokens of a prime fed at once: memory stays flat however long the prime
+
+
 class Generator:
     """A trained model ready to write: `generate` for the API, `stream` for the CLI and REPL."""
 
@@ -130,50 +137,65 @@ class Generator:
         model: CharLM,
         tokenizer: Tokenizer,
         device: torch.device | str = "cpu",
-        info: dict | None = None,
+        checkpoint: ModelCheckpoint | None = None,
         dtype: torch.dtype = torch.float32,
     ):
         """`dtype` bfloat16 runs weights, state and logits in bf16: many streams at once go about
-        twice as fast where the hardware has bf16 arithmetic, and the text differs from fp32's."""
-        self.device = torch.device(device)
+        twice as fast where the hardware has bf16 arithmetic, and the text differs from fp32's.
+        `checkpoint` is what the model was read from, without its weights (configs, corpus, metrics)."""
+        self.device = resolve_device(str(device))
         self.model, self.tokenizer = model.to(self.device, dtype).eval(), tokenizer
-        self.info = info or {}
+        self.checkpoint = checkpoint
         self._banned = tokenizer.banned_ids()
         self._banned_ids = torch.tensor(self._banned, dtype=torch.long, device=self.device)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Generator:
-        from chargen.train import resolve_device
+    def load(
+        cls, path: str | os.PathLike, device: str = DEFAULT_DEVICE, dtype: torch.dtype = torch.float32
+    ) -> Generator:
+        ckpt = checkpoint.read(path)
+        model = CharLM(ckpt.vocab_size, ckpt.model_config)
+        model.load_state_dict(ckpt.weights)  # the shapes were checked when it was read
+        kept = replace(ckpt, weights={}, optimizer=None, state=None, rng=None, cuda_rng=None)  # no second copy
+        return cls(model, ckpt.tokenizer, device, checkpoint=kept, dtype=dtype)
 
-        data = checkpoint.load(path)
-        try:
-            tokenizer = tokenizer_from_dict(data["tokenizer"])
-            model = CharLM(tokenizer.vocab_size, ModelConfig.from_dict(data["model_config"]))
-            model.load_state_dict(data["model"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path} does not hold a model this chargen can build ({e})") from None
-        dev = resolve_device(device)
-        info = {k: v for k, v in data.items() if k not in ("model", "optimizer")}  # configs, corpus, metrics
-        return cls(model, tokenizer, dev, info=info, dtype=dtype)
+    def describe(self) -> str:
+        """What this model is, in one line, for `chat` and `/show`."""
+        if self.checkpoint is None:
+            return f"{self.model.config.summary()}, {self.model.num_parameters():,} parameters"
+        return f"{self.checkpoint.path}: {self.checkpoint.describe()}"
 
     # -- state ---------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def prime(self, text: str, batch: int = 1, primed: Primed | None = None) -> Primed:
-        """Feed `text` through the model (after `primed`, if given); unknown characters are skipped."""
+        """Feed `text` through the model (after `primed`, if given); unknown characters are skipped.
+
+        The text runs as one stream, a window at a time, and its final state is copied to
+        `batch` streams: memory stays flat however long the prime and however many samples."""
+        if not isinstance(text, str):
+            raise SettingError(f"prime must be text, not {type(text).__name__}", "prime")
         unknown = self.tokenizer.unknown(text)
-        ids = [i for i in self.tokenizer.encode(text).tolist() if i not in self._banned]
+        ids = self.tokenizer.encode(text)
+        ids = ids[~np.isin(ids, self._banned)].astype(np.int64)
         if primed is None:
-            if not ids:  # start from a line break, the most neutral context a text has
-                ids = [i for i in self.tokenizer.encode("\n").tolist() if i not in self._banned] or [0]
-            state = self.model.initial_state(batch, self.device)
+            if not len(ids):  # start from a line break, the most neutral context a text has
+                ids = np.array([i for i in self.tokenizer.encode("\n").tolist() if i not in self._banned] or [0])
+            state = self.model.initial_state(1, self.device)
         else:
+            batch = primed.logits.shape[0]
+            if not len(ids):
+                return Primed(primed.state, primed.logits, unknown)
             state = primed.state
-            if not ids:
-                return Primed(state, primed.logits, unknown)
-        x = torch.tensor(ids, device=self.device).expand(batch, -1)  # (B, T)
-        logits, state = self.model(x, state)
-        return Primed(state, logits[:, -1], unknown)
+        logits = None
+        for lo in range(0, len(ids), PRIME_WINDOW):
+            x = torch.from_numpy(ids[lo : lo + PRIME_WINDOW]).to(self.device)
+            out, state = self.model(x.expand(state[0].shape[1], -1), state)  # (B, T, V)
+            logits = out[:, -1]
+        if state[0].shape[1] != batch:  # one stream fanned out to `batch` identical ones
+            state = tuple(s.expand(-1, batch, -1).contiguous() for s in state)
+            logits = logits.expand(batch, -1).contiguous()
+        return Primed(state, logits.clone(), unknown)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -226,14 +248,14 @@ class Generator:
     def generate(
         self,
         prime: str = "",
-        length: int = 500,
+        length: int = SampleConfig.length,
         temp: float = SampleConfig.temp,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        stop: tuple[str, ...] = (),
+        top_k: int | None = SampleConfig.top_k,
+        top_p: float | None = SampleConfig.top_p,
+        seed: int | None = SampleConfig.seed,
+        stop: str | tuple[str, ...] = SampleConfig.stop,
     ) -> Iterator[str]:
-        """Text after `prime`, yielded piece by piece as it is written."""
-        config = SampleConfig(temp=temp, top_k=top_k, top_p=top_p, length=length, seed=seed, stop=tuple(stop))
+        """Text after `prime`, yielded piece by piece as it is written. `stop` is one string or several."""
+        config = SampleConfig(temp=temp, top_k=top_k, top_p=top_p, length=length, seed=seed, stop=stop)
         for _, text in self.stream(self.prime(prime), config):
             yield text

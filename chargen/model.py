@@ -21,7 +21,7 @@ _STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_
 class CharLM(nn.Module):
     def __init__(self, vocab_size: int, config: ModelConfig) -> None:
         super().__init__()
-        self.config, self.vocab_size = config, vocab_size
+        self.config = config
         self.embed = nn.Embedding(vocab_size, config.embed)
         self.rnn = _CELLS[config.cell](
             config.embed,
@@ -35,7 +35,7 @@ class CharLM(nn.Module):
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape, dtype = (self.config.layers, batch_size, self.config.hidden), self.head.weight.dtype
-        zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
+        zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)
         return (zeros(), zeros()) if self.config.cell == "lstm" else (zeros(),)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -48,12 +48,10 @@ class CharLM(nn.Module):
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One token per stream: x (B,) ids -> logits (B, V) and the next state.
 
-        At inference each layer's cell runs directly: on a CPU the fused module's fixed cost
-        per call is 7 to 10 times the arithmetic of one step. The math is the same.
+        Each layer's cell runs directly: on a CPU the fused module's fixed cost per call is 7
+        to 10 times the arithmetic of one step. The math is the same, without dropout: this
+        is for inference (generation, chat), in eval mode.
         """
-        if self.training:  # dropout between layers lives in the fused module
-            logits, state = self(x[:, None], state)
-            return logits[:, -1], state
         cell = _STEP_CELLS[self.config.cell]
         inp, hs, cs = self.embed(x), [], []  # (B, E)
         for k, weights in enumerate(self.rnn.all_weights):  # [w_ih, w_hh, b_ih, b_hh] of layer k
@@ -69,6 +67,26 @@ class CharLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is the GPU when there is one, else the CPU; a named device must exist here."""
+    from chargen.errors import SettingError
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SettingError(f"device must be one of auto, cpu, cuda or mps, not {name!r}", "device") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise SettingError(f"device must be one of auto, cpu, cuda or mps, not {name!r}", "device")
+    if (device.type == "cuda" and not cuda) or (device.type == "mps" and not mps):
+        raise SettingError(f"device {name}: torch sees no such device here; use cpu or auto", "device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SettingError(f"device {name}: there are {torch.cuda.device_count()} GPUs here", "device")
+    return device
 
 
 def detach(state: State) -> State:

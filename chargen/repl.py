@@ -10,20 +10,21 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
+from chargen.config import SampleConfig, parse_setting, setting_types
 from chargen.errors import ChargenError
 
+SETTINGS = tuple(setting_types(SampleConfig))  # what /set changes and /show lists: every sampling setting
 HELP = {
-    "/set": "/set KEY VALUE   change a setting: temp, top_k, top_p, length, stop, seed (none turns one off)",
+    "/set": f"/set KEY VALUE   change a setting: {', '.join(SETTINGS)} (none turns an optional one off)",
     "/show": "/show            the current settings and the model",
     "/reset": "/reset           forget the conversation: a fresh hidden state",
     "/undo": "/undo            back to the hidden state before the last turn",
-    "/save": "/save NAME       save the conversation (hidden state and text) to resume later",
+    "/save": "/save NAME       save the conversation (hidden state and text) to resume later; /save! replaces",
     "/load": "/load NAME       continue a saved conversation",
     "/clear": "/clear           clear the screen",
     "/help": "/help            this list",
     "/bye": "/bye             leave (so does Ctrl-D)",
 }
-SETTINGS = {"temp": float, "top_k": int, "top_p": float, "length": int, "stop": str, "seed": int}
 
 
 class Output:
@@ -39,11 +40,6 @@ class Output:
     def note(self, text: str) -> None: ...
 
     def clear(self) -> None: ...
-
-
-def unescape(text: str) -> str:
-    r"""'\n', '\t' and '\\' as typed, to the characters they name."""
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in text else text
 
 
 class Repl:
@@ -107,10 +103,9 @@ class Repl:
             elif name == "/set":
                 self._set(args)
             elif name == "/show":
-                cfg = c.config
+                settings = c.config.to_dict()
                 self.out.note(
-                    f"temp {cfg.temp}  top_k {cfg.top_k}  top_p {cfg.top_p}  length {cfg.length}  "
-                    f"stop {list(cfg.stop)!r}  seed {cfg.seed}\n"
+                    "  ".join(f"{key} {settings[key]!r}" for key in SETTINGS) + "\n"
                     f"user prefix {c.framing.user_prefix!r}  bot prefix {c.framing.bot_prefix!r}  "
                     f"context {len(c.text):,} characters\n{self.describe()}"
                 )
@@ -119,12 +114,12 @@ class Repl:
                 self.out.note("fresh hidden state: the model remembers nothing")
             elif name == "/undo":
                 self.out.note("back to before the last turn" if c.undo() else "nothing to undo")
-            elif name in ("/save", "/load"):
+            elif name in ("/save", "/save!", "/load"):
                 if len(args) != 1:
-                    self.out.note(f"usage: {HELP[name].split('  ')[0]}")
+                    self.out.note(f"usage: {HELP[name.rstrip('!')].split('  ')[0]}")
                     return None
-                path = c.save(args[0]) if name == "/save" else c.load(args[0])
-                self.out.note(f"{'saved to' if name == '/save' else 'loaded'} {path}")
+                path = c.load(args[0]) if name == "/load" else c.save(args[0], overwrite=name == "/save!")
+                self.out.note(f"{'loaded' if name == '/load' else 'saved to'} {path}")
             elif name == "/clear":
                 self.out.clear()
             else:
@@ -139,20 +134,11 @@ class Repl:
         if len(args) < 2 or args[0] not in SETTINGS:
             self.out.note(f"usage: /set KEY VALUE, with KEY one of {', '.join(SETTINGS)}")
             return
-        key, values = args[0], args[1:]
+        key = args[0]
         try:
-            if key == "stop":
-                value = tuple(unescape(v) for v in values)
-            elif values[0].lower() in ("none", "off") and key in ("top_k", "top_p", "seed"):
-                value = None
-            else:
-                value = SETTINGS[key](values[0])
-        except ValueError:
-            self.out.note(f"{key} takes a {SETTINGS[key].__name__}, not {values[0]!r}")
-            return
-        try:
+            value = parse_setting(SampleConfig, key, args[1:])
             self.conversation.set(key, value)
         except ChargenError as e:
-            self.out.note(f"error: {str(e).lstrip('-')}")
+            self.out.note(f"error: {e}")
             return
         self.out.note(f"{key} = {value!r}")

@@ -9,13 +9,14 @@ piece of its own. Decoding streams: byte pieces are held until they complete a c
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import sentencepiece as spm
 
 from chargen.errors import CorpusError
-from chargen.tokenizer import StreamDecoder, Tokenizer
+from chargen.tokenizer import StreamDecoder, Tokenizer, char_counts
 
 SAMPLE_SENTENCES = 2_000_000
 
@@ -31,7 +32,11 @@ class SentencePieceTokenizer(Tokenizer):
         self._byte = {i: int(self.sp.id_to_piece(i)[3:5], 16) for i in np.flatnonzero(self._is_byte).tolist()}
 
     @classmethod
-    def train(cls, lines: Iterable[str], vocab_size: int, model_type: str = "unigram") -> SentencePieceTokenizer:
+    def train(
+        cls, lines: Iterable[str], vocab_size: int, model_type: str = "unigram", coverage: float = 0.9995
+    ) -> SentencePieceTokenizer:
+        """A vocabulary of `vocab_size` pieces learnt from `lines`; characters outside the most frequent
+        `coverage` of the text are left to byte fallback."""
         out = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
@@ -40,7 +45,7 @@ class SentencePieceTokenizer(Tokenizer):
                 vocab_size=vocab_size,
                 model_type=model_type,
                 byte_fallback=True,
-                character_coverage=0.9995,
+                character_coverage=coverage,
                 normalization_rule_name="identity",
                 add_dummy_prefix=False,
                 remove_extra_whitespaces=False,
@@ -53,16 +58,18 @@ class SentencePieceTokenizer(Tokenizer):
                 minloglevel=2,
             )
         except RuntimeError as e:
-            if "required_chars" in str(e):
-                need = str(e).split(" vs ")[-1].split(".")[0]
-                hint = f"this text needs --vocab-size {need} or more (256 ids go to byte fallback)"
+            high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", str(e))
+            if high:
+                hint = f"this text is too small for it: use --vocab-size {high.group(2)} or less"
             else:
-                hint = "try a smaller --vocab-size"
+                hint = str(e).split("]", 1)[-1].strip() or "the SentencePiece trainer failed"
             raise CorpusError(f"SentencePiece could not build a vocabulary of {vocab_size}: {hint}") from None
         return cls(out.getvalue())
 
     @classmethod
     def from_dict(cls, data: dict) -> SentencePieceTokenizer:
+        if not isinstance(data.get("model"), bytes):
+            raise ValueError("its SentencePiece model is not bytes")
         return cls(data["model"])
 
     def to_dict(self) -> dict:
@@ -109,11 +116,35 @@ class _PieceDecoder(StreamDecoder):
         return text
 
 
-def fitter(vocab_size: int, model_type: str) -> tuple[Callable[[Callable[[], Iterator[str]]], Tokenizer], str]:
-    """For `load_corpus`: a function that trains on the training text's lines, and its cache key."""
+META_PIECES = 256 + 4  # byte pieces, unknown, begin, end, newline
+
+
+def fitter(
+    vocab_size: int, model_type: str, note: Callable[[str], None] = lambda text: None
+) -> tuple[Callable[[Callable[[], Iterator[str]]], Tokenizer], str]:
+    """For `load_corpus`: a function that trains on the training text's lines, and its cache key.
+
+    A text with more distinct characters than the vocabulary has room for (Chinese, say, in a
+    small vocabulary) keeps its most frequent characters as pieces, leaving a quarter of the
+    room for longer pieces; the rarest characters are written as UTF-8 bytes, and `note` says
+    how many."""
 
     def fit(train_text: Callable[[], Iterator[str]]) -> Tokenizer:
-        return SentencePieceTokenizer.train(_lines(train_text()), vocab_size, model_type)
+        counts = char_counts(train_text())
+        counts.pop("\n", None)  # a piece of its own already
+        room = vocab_size - META_PIECES
+        if len(counts) <= room:
+            return SentencePieceTokenizer.train(_lines(train_text()), vocab_size, model_type)
+        keep = max(1, room * 3 // 4)
+        rare = list(counts)[keep:]
+        share = sum(counts[c] for c in rare) / max(1, sum(counts.values()))
+        note(
+            f"a vocabulary of {vocab_size} has room for {keep:,} of the text's {len(counts):,} distinct characters: "
+            f"the {len(rare):,} rarest ({share:.2%} of the training text) are written as UTF-8 bytes"
+        )
+        drop = dict.fromkeys(map(ord, rare))
+        lines = (line.translate(drop) for line in _lines(train_text()))
+        return SentencePieceTokenizer.train(lines, vocab_size, model_type, coverage=1.0)
 
     return fit, f"sp-{model_type}-{vocab_size}"
 

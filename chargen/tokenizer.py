@@ -29,6 +29,16 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
+def char_counts(chunks: Iterable[str]) -> dict[str, int]:
+    """{character: count} over `chunks`, most frequent first (ties by code point)."""
+    counts: dict[int, int] = {}
+    for chunk in chunks:
+        points, n = np.unique(code_points(chunk), return_counts=True)
+        for p, k in zip(points.tolist(), n.tolist()):
+            counts[p] = counts.get(p, 0) + k
+    return {chr(p): counts[p] for p in sorted(counts, key=lambda p: (-counts[p], p))}
+
+
 class Tokenizer:
     """The interface both tokenizers share."""
 
@@ -105,13 +115,7 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def fit(cls, chunks: Iterable[str]) -> CharTokenizer:
         """A vocabulary of every character in `chunks`, most frequent first."""
-        counts: dict[int, int] = {}
-        for chunk in chunks:
-            points, n = np.unique(code_points(chunk), return_counts=True)
-            for p, k in zip(points.tolist(), n.tolist()):
-                counts[p] = counts.get(p, 0) + k
-        ranked = sorted(counts, key=lambda p: (-counts[p], p))
-        return cls([chr(p) for p in ranked])
+        return cls(list(char_counts(chunks)))
 
     @property
     def vocab_size(self) -> int:
@@ -140,9 +144,15 @@ class CharTokenizer(Tokenizer):
 
 
 def tokenizer_from_dict(data: dict) -> Tokenizer:
+    """The tokenizer that `to_dict` wrote; ValueError for anything else."""
     kind = data.get("kind")
     if kind == "char":
-        return CharTokenizer(list(data["chars"]))
+        chars = data.get("chars")
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise ValueError("its vocabulary is not a list of characters")
+        if len(set(chars)) != len(chars):
+            raise ValueError("its vocabulary repeats a character")
+        return CharTokenizer(chars)
     if kind == "sp":
         from chargen.subword import SentencePieceTokenizer
 

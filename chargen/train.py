@@ -9,9 +9,14 @@ checkpoint. The trainer knows nothing of Click or of the terminal: it reports to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shlex
+import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,20 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from chargen import checkpoint
+from chargen.checkpoint import CorpusInfo, ModelCheckpoint, Position
 from chargen.config import ModelConfig, TrainConfig
 from chargen.data import Corpus, StreamBatcher, fit_batch
-from chargen.errors import ChargenError, CheckpointError, SettingError
-from chargen.model import CharLM, State, detach
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is the GPU when there is one, else the CPU; a named device must exist."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise SettingError(f"--device {name}: torch sees no such device here; use --device cpu or auto")
-    return torch.device(name)
+from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
+from chargen.files import FolderLock, atomic_write
+from chargen.model import CharLM, State, detach, resolve_device
 
 
 @torch.inference_mode()
@@ -72,18 +69,6 @@ def scored_chars(tokenizer, ids: np.ndarray, chars: int) -> int:
     return chars - len(tokenizer.decode([int(ids[0])]))
 
 
-@dataclass
-class Position:
-    """Where a run stands; saved in every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    window: int = 0  # the next window of the epoch to train on
-    elapsed: float = 0.0  # seconds of this run so far, across resumes
-    best_val: float = math.inf  # lowest validation nats/char seen
-    bad_evals: int = 0  # evaluations since best_val last improved
-
-
 class Reporter:
     """What the trainer tells the outside world; the CLI draws a progress bar from it."""
 
@@ -109,6 +94,8 @@ class Result:
 
 
 class Trainer:
+    clock = staticmethod(time.perf_counter)  # seconds; a test may give a clock of its own
+
     def __init__(
         self,
         corpus: Corpus,
@@ -116,8 +103,14 @@ class Trainer:
         config: TrainConfig,
         out: str | Path,
         reporter: Reporter | None = None,
-        resume: dict | None = None,
+        resume: ModelCheckpoint | None = None,
     ) -> None:
+        if corpus.tokenizer.kind != config.tokenizer:
+            raise SettingError(
+                f"tokenizer is {config.tokenizer!r} but the corpus was encoded with {corpus.tokenizer.kind!r}: "
+                "load it with chargen.run.load_corpus_for, or call chargen.train",
+                "tokenizer",
+            )
         self.corpus, self.model_config, self.config = corpus, model_config, config
         self.reporter = reporter or Reporter()
         self.out = Path(out)
@@ -147,7 +140,9 @@ class Trainer:
         self.state = self.model.initial_state(batch, self.device)
         self.metrics: list[dict] = []
         self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
-        self._tokens, self._since = 0, time.perf_counter()  # likewise: tokens trained, and since when
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # every loss so far was finite
+        self._stopping, self._saving = False, False  # Ctrl-C seen; a checkpoint being written
+        self._tokens, self._since = 0, self.clock()  # likewise: tokens trained, and since when
         if resume is not None:
             self._restore(resume)
 
@@ -178,33 +173,99 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def run(self, stop_at: int | None = None) -> Result:
-        """Train until the budget is spent (or step `stop_at`); Ctrl-C saves last.pt and returns."""
+    def run(self, stop_at: int | None = None, exit_on_second_interrupt: bool = False) -> Result:
+        """Train until the budget is spent (or step `stop_at`).
+
+        Ctrl-C finishes a checkpoint being written, saves last.pt and returns. A second Ctrl-C
+        while that save runs raises KeyboardInterrupt (the previous file stays whole), or, for
+        the CLI (`exit_on_second_interrupt`), leaves at once with exit status 130. A loss that
+        is no longer finite stops the run with TrainingError; the checkpoints already written
+        (all from finite weights) are kept.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
+        with FolderLock(self.out), self._interrupts(exit_on_second_interrupt):
+            # The file holds exactly this run's records: a resume drops those from after its step.
+            with atomic_write(self.out / "metrics.jsonl", text=True) as f:
+                f.writelines(json.dumps(record) + "\n" for record in self.metrics)
+            return self._loop(stop_at)
+
+    def _loop(self, stop_at: int | None) -> Result:
         self.reporter.start(self)
         p, result = self.position, None
-        clock, self._since = time.perf_counter() - p.elapsed, time.perf_counter()
+        start, self._since = self.clock() - p.elapsed, self.clock()
         try:
-            while self.progress() < 1 and (stop_at is None or p.step < stop_at):
+            while self.progress() < 1 and (stop_at is None or p.step < stop_at) and not self._stopping:
                 self._train_step()
-                p.elapsed = time.perf_counter() - clock
+                p.elapsed = self.clock() - start
+                if self.device.type == "cpu" or p.step % 50 == 0:  # on a GPU, a check is a host sync: not each step
+                    self._check_finite()
                 self.reporter.step(self)
                 if p.step % self.config.eval_every == 0 or self.progress() >= 1:
                     self._evaluate_and_save()
-                    p.elapsed = time.perf_counter() - clock
+                    p.elapsed = self.clock() - start
                     if self.config.patience and p.bad_evals >= self.config.patience:
                         result = self._result(stopped_early=True)
                         break
+            if self._stopping:
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
-            p.elapsed = time.perf_counter() - clock
+            self._stopping = True
+            p.elapsed = self.clock() - start
+            self._check_finite()
             self._save(self.out / "last.pt")
             result = self._result(interrupted=True)
         else:
             if not self.metrics or self.metrics[-1]["step"] != p.step:
                 self._evaluate_and_save()
             result = result or self._result()
-        self.reporter.end(self)
+        finally:
+            self.reporter.end(self)
         return result
+
+    @contextlib.contextmanager
+    def _interrupts(self, hard_exit: bool) -> Iterator[None]:
+        """Ctrl-C as `run` describes it, where this thread can take signals (the main thread)."""
+        self._stopping, self._saving = False, False
+
+        def on_interrupt(signum, frame) -> None:
+            if self._stopping:
+                if hard_exit:
+                    os.write(
+                        2, b"\x1b[?25h\nstopping without saving\n" if os.isatty(2) else b"\nstopping without saving\n"
+                    )
+                    os._exit(130)
+                raise KeyboardInterrupt
+            self._stopping = True
+            if not self._saving:
+                raise KeyboardInterrupt
+
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started ignoring Ctrl-C (a script's `&`): so be it
+                raise ValueError
+            previous = signal.signal(signal.SIGINT, on_interrupt)
+        except ValueError:  # that, or not the main thread: Python's own handling stays
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _check_finite(self) -> None:
+        """Stop with TrainingError once a loss was NaN or infinite; nothing from such weights is ever saved."""
+        if bool(self._finite):
+            return
+        p, last = self.position, self.out / "last.pt"
+        kept = (
+            f"{last} (step {self.metrics[-1]['step']}) holds the last good weights; resume from it with a lower "
+            f"--lr: chargen train --resume {shlex.quote(str(last))} --lr {self.config.lr / 10:g}"
+            if self.metrics
+            else "nothing was saved; start again with a lower --lr"
+        )
+        raise TrainingError(
+            f"the training loss stopped being a finite number by step {p.step} "
+            f"(--lr {self.config.lr:g} is likely too high): training stopped; {kept}"
+        )
 
     def _train_step(self) -> None:
         c, p = self.config, self.position
@@ -224,6 +285,7 @@ class Trainer:
         # Truncated BPTT: the next window starts from this state's values, but its gradient stops here.
         self.state = detach(state)
         self._losses.append(loss.detach())  # read at evaluation time: no host sync per step
+        self._finite &= torch.isfinite(loss.detach())
         self._tokens += x.numel()
         p.step += 1
         p.window += 1
@@ -235,9 +297,11 @@ class Trainer:
         p = self.position
         if self.device.type == "cuda":  # steps run ahead of the host: wait for them, so chars/s is true
             torch.cuda.synchronize(self.device)
-        train_time = time.perf_counter() - self._since
+        train_time = self.clock() - self._since
         val_nats = evaluate(self.model, self.corpus.val, self.device, self.amp)
         val_loss = val_nats / self.val_scored_chars
+        self._finite &= math.isfinite(val_loss)
+        self._check_finite()
         train_loss = float(torch.stack(self._losses).mean()) / self.chars_per_token if self._losses else None
         record = {
             "step": p.step,
@@ -261,7 +325,7 @@ class Trainer:
         if improved:
             self._save(self.out / "best.pt")
         self.reporter.evaluated(self, record)
-        self._since = time.perf_counter()  # the next chars/s counts training only
+        self._since = self.clock()  # the next chars/s counts training only
 
     def _result(self, **flags) -> Result:
         return Result(self.position.best_val, self.out / "best.pt", self.out / "last.pt", self.position.step, **flags)
@@ -269,49 +333,55 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def _save(self, path: Path) -> None:
-        p = self.position
-        checkpoint.save(
-            {
-                "model_config": self.model_config.to_dict(),
-                "train_config": self.config.to_dict(),
-                "tokenizer": self.corpus.tokenizer.to_dict(),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "trainer": {
-                    **p.__dict__,
-                    "batch_size": self.batcher.batch_size,
-                    "state": list(self.state),
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
-                },
-                "corpus": {
-                    "name": self.corpus.name,
-                    "path": self.corpus.path,
-                    "train_tokens": len(self.corpus.train),
-                    "val_tokens": len(self.corpus.val),
-                    "train_chars": self.corpus.train_chars,
-                    "val_chars": self.corpus.val_chars,
-                },
-                "metrics": self.metrics,
-            },
+        self._saving = True
+        try:
+            self._write(path)
+        finally:
+            self._saving = False
+
+    def _write(self, path: Path) -> None:
+        checkpoint.save_model(
+            ModelCheckpoint(
+                self.model_config,
+                self.config,
+                self.corpus.tokenizer,
+                self.model.state_dict(),
+                self.position,
+                CorpusInfo(
+                    self.corpus.name,
+                    self.corpus.path,
+                    len(self.corpus.train),
+                    len(self.corpus.val),
+                    self.corpus.train_chars,
+                    self.corpus.val_chars,
+                    self.corpus.fingerprint,
+                ),
+                self.metrics,
+                optimizer=self.optimizer.state_dict(),
+                batch_size=self.batcher.batch_size,
+                state=list(self.state),
+                rng=torch.get_rng_state(),
+                cuda_rng=torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            ),
             path,
         )
 
-    def _restore(self, ckpt: dict) -> None:
-        saved = ckpt["corpus"]
-        if (saved["train_tokens"], saved["val_tokens"]) != (len(self.corpus.train), len(self.corpus.val)):
+    def _restore(self, ckpt: ModelCheckpoint) -> None:
+        saved = ckpt.corpus
+        if (saved.train_tokens, saved.val_tokens) != (len(self.corpus.train), len(self.corpus.val)):
             raise CheckpointError(
-                f"the checkpoint was trained on a text of {saved['train_tokens'] + saved['val_tokens']} tokens "
-                f"({saved['name']}), not this one: resume with the same corpus and --val-frac"
+                f"the checkpoint was trained on a text of {saved.train_tokens + saved.val_tokens} tokens "
+                f"({saved.name}), not this one: resume with the same corpus and --val-frac"
             )
-        t = ckpt["trainer"]
-        if t["batch_size"] != self.batcher.batch_size:
-            raise CheckpointError(f"--batch-size cannot change on resume (the run used {t['batch_size']})")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.position = Position(**{k: t[k] for k in Position.__dataclass_fields__})
-        self.state = tuple(s.to(self.device) for s in t["state"])
-        self.metrics = list(ckpt["metrics"])
-        torch.set_rng_state(t["rng"])
-        if t["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(t["cuda_rng"])
+        if ckpt.batch_size != self.batcher.batch_size:
+            raise CheckpointError(f"--batch-size cannot change on resume (the run used {ckpt.batch_size})")
+        if ckpt.optimizer is None or ckpt.state is None or ckpt.rng is None:
+            raise CheckpointError("the checkpoint holds no training state to resume from")
+        self.model.load_state_dict(ckpt.weights)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.position = Position(**vars(ckpt.position))
+        self.state = tuple(s.to(self.device) for s in ckpt.state)
+        self.metrics = list(ckpt.metrics)
+        torch.set_rng_state(ckpt.rng)
+        if ckpt.cuda_rng is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt.cuda_rng)

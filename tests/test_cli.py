@@ -44,7 +44,8 @@ def test_help_and_bad_flags_import_no_torch(args):
 
 
 def test_every_command_has_help():
-    for command in ("train", "sample", "eval", "info"):
+    assert {"train", "sample", "eval", "info", "chat"} <= set(cli.commands)
+    for command in cli.commands:
         assert "Usage: chargen " + command in run(command, "--help").output
 
 
@@ -101,12 +102,18 @@ def test_unknown_prime_characters_are_named(tiny_ckpt):
 def test_resume_from_the_cli(tmp_path, corpus_path):
     out = tmp_path / "r"
     common = ["--hidden", 16, "--embed", 8, "--layers", 1, "--batch-size", 4, "--seq-len", 16, "--eval-every", 10]
-    assert run("train", corpus_path, "-o", out, "--steps", 10, *common).exit_code == 0
+    assert run("train", corpus_path, "-o", out, "--steps", 10, "--seed", 3, *common).exit_code == 0
     result = run("train", "--resume", out / "last.pt", "--steps", 20)
     assert result.exit_code == 0, result.stderr
     assert json.loads(run("info", out / "last.pt", "--json").stdout)["step"] == 20
+    # The same command again with --resume added: flags equal to the run's own are accepted.
+    same = run("train", corpus_path, "-o", out, "--steps", 30, "--seed", 3, *common, "--resume", out / "last.pt")
+    assert same.exit_code == 0, same.stderr
+    assert json.loads(run("info", out / "last.pt", "--json").stdout)["step"] == 30
     bad = run("train", "--resume", out / "last.pt", "--hidden", 64)
-    one_clear_line(bad, "--hidden", "resum")
+    one_clear_line(bad, "--hidden was 16 in this run, not 64; drop it, or start a new run")
+    seed = run("train", "--resume", out / "last.pt", "--seed", 4, "--steps", 40)
+    one_clear_line(seed, "--seed was 3 in this run, not 4")
 
 
 # -- bad input: one line that says what is wrong and what to do, a non-zero exit, no traceback --
@@ -184,9 +191,20 @@ def test_no_checkpoints_yet(tmp_path):
     one_clear_line(run("sample", cwd=tmp_path), "chargen train")
 
 
-def test_debug_shows_the_traceback(files):
-    result = CliRunner().invoke(cli, ["--debug", "sample", "-c", str(files / "cut.pt")])
-    assert result.exit_code != 0 and result.exception is not None
+@pytest.mark.parametrize("debug", [["--debug"], []])
+def test_debug_shows_the_traceback(files, debug):
+    cut = str(files / "cut.pt")
+    args = [sys.executable, "-m", "chargen", *debug, "sample", "-c", cut]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert ("Traceback" in result.stderr and "CheckpointError" in result.stderr) == bool(debug), result.stderr
+
+
+def default_sigint():
+    """For a child that is sent Ctrl-C: a shell's background job starts with SIGINT ignored, and children inherit it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_during_training_saves_last_and_says_how_to_resume(tmp_path, corpus_path):
@@ -196,9 +214,12 @@ def test_ctrl_c_during_training_saves_last_and_says_how_to_resume(tmp_path, corp
     out = tmp_path / "run"
     args = ["train", str(corpus_path), "-o", str(out), "--steps", "100000", "--eval-every", "10", "--hidden", "16"]
     args += ["--embed", "8", "--layers", "1", "--batch-size", "4", "--seq-len", "16"]
-    proc = subprocess.Popen([sys.executable, "-m", "chargen", *args], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chargen", *args], stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     deadline = time.time() + 60
-    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+    metrics = out / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text()) and time.time() < deadline:  # the first evaluation
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

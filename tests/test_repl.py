@@ -13,6 +13,8 @@ from chargen.conversation import Framing
 from chargen.errors import ChargenError
 from chargen.repl import Output, Repl
 
+from .test_cli import default_sigint
+
 
 @dataclass
 class Echo:
@@ -45,7 +47,9 @@ class Echo:
     def set(self, key, value):
         self.config = replace(self.config, **{key: value})
 
-    def save(self, name):
+    def save(self, name, overwrite=False):
+        if name in self.saved and not overwrite:
+            raise ChargenError(f"a conversation called {name!r} exists already")
         self.saved[name] = self.text
         return name
 
@@ -135,10 +139,12 @@ def test_triple_quotes_make_one_multi_line_turn_and_bye_leaves():
 
 
 def test_unknown_characters_are_reported_and_save_load_errors_are_one_line():
-    _, out, _ = drive(["a☃b", "/load nothing", "/save", "/save x", "/load x"])
+    _, out, conv = drive(["a☃b", "/load nothing", "/save", "/save x", "bc", "/save x", "/save! x", "/reset", "/load x"])
     assert any("'☃'" in n for n in out.notes)
     assert any("no saved conversation 'nothing'" in n for n in out.notes)
     assert any(n.startswith("usage: /save NAME") for n in out.notes)
+    assert out.notes.count("saved to x") == 2 and any("exists already" in n for n in out.notes)
+    assert "loaded x" in out.notes and conv.text == "a☃b\nb☃abc\ncb"  # the /save! copy, after both turns
 
 
 # -- the real thing ------------------------------------------------------------------------------
@@ -170,11 +176,12 @@ def test_save_then_load_in_a_new_process_continues_exactly(tiny_ckpt, tmp_path):
     assert whole.returncode == resumed.returncode == 0, whole.stderr + resumed.stderr
     saved = tmp_path / "chats" / "talk.pt"
     assert saved.exists()
-    wrong = chat(tiny_ckpt, stdin=f"/load {tiny_ckpt}\n", env=env)  # a model is not a conversation
+    (tmp_path / "chats" / "model.pt").write_bytes(tiny_ckpt.read_bytes())
+    wrong = chat(tiny_ckpt, stdin="/load model\n", env=env)  # a model is not a conversation
     assert "is a model checkpoint, not a saved conversation" in wrong.stderr
     info = subprocess.run([sys.executable, "-m", "chargen", "info", str(saved)], capture_output=True, text=True)
     assert info.returncode == 1 and "is a saved conversation, not a model checkpoint" in info.stderr
-    last = lambda out: out.split("the queen\n", 1)[1]  # noqa: E731
+    last = lambda out: out.split("the queen\n", 1)[1]
     assert last(whole.stdout) == last(resumed.stdout) and len(last(whole.stdout)) > 0
 
 
@@ -202,6 +209,7 @@ def test_a_real_terminal_session(tiny_ckpt, tmp_path):
         encoding="utf-8",
         timeout=60,
         dimensions=(40, 120),
+        preexec_fn=default_sigint,
     )
     child.expect("Ctrl-D to leave")
     child.expect(">")  # prompt_toolkit draws the prompt with cursor moves, not a literal "> "

@@ -80,7 +80,7 @@ def test_the_id_cache_is_keyed_by_the_tokenizer(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARGEN_CACHE", str(cache))
     path = tmp_path / "c.txt"
     path.write_text(make_text(300))
-    bins = lambda: sorted(p.name for p in cache.glob("*.bin"))  # noqa: E731
+    bins = lambda: sorted(p.name for p in cache.glob("*.bin"))
 
     def load(vocab_size):
         fit, key = fitter(vocab_size, "unigram")
@@ -165,3 +165,37 @@ def test_sampled_bytes_always_form_whole_characters(sp, dtype):
         model.head.bias[list(sp.byte_pieces())] += 4.0  # make byte pieces the likeliest draws
     text = "".join(Generator(model, sp, dtype=getattr(torch, dtype)).generate("x", length=400, temp=1.0, seed=1))
     assert len(text) == 400 and "\ufffd" not in text
+
+
+def test_a_vocabulary_with_no_room_for_every_character_writes_the_rarest_as_bytes(tmp_path):
+    """660 distinct characters (Chinese with English), a vocabulary of 500: once refused, now the rarest go to bytes."""
+    import random
+
+    from click.testing import CliRunner
+
+    from chargen.cli import cli
+
+    rng = random.Random(0)
+    hanzi = [chr(0x4E00 + i) for i in range(600)]
+    latin = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.;:!?'- "
+    weights = [1 / (i + 1) for i in range(len(hanzi))]  # some characters common, most rare, as in real text
+    lines = ["".join(rng.choices(hanzi, weights, k=30)) + " " + "".join(rng.choices(latin, k=20)) for _ in range(2000)]
+    text = "\n".join(lines) + "\n"
+    assert len(set(text)) >= 660
+    path = tmp_path / "mixed.txt"
+    path.write_text(text)
+    args = ["train", str(path), "-o", str(tmp_path / "run"), "--tokenizer", "sp", "--vocab-size", "500", "--steps", "2"]
+    result = CliRunner().invoke(cli, [*args, "--hidden", "8", "--embed", "4", "--layers", "1", "--eval-every", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert "room for 180 of the text's" in result.stderr and "are written as UTF-8 bytes" in result.stderr
+    sp = tokenizer_from_dict(checkpoint.read(tmp_path / "run" / "best.pt").tokenizer.to_dict())
+    assert sp.vocab_size == 500 and sp.decode(sp.encode(text).tolist()) == text
+
+
+def test_a_vocabulary_too_small_for_the_byte_pieces_is_refused_before_training():
+    from click.testing import CliRunner
+
+    from chargen.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", "x.txt", "--tokenizer", "sp", "--vocab-size", "200"])
+    assert result.exit_code == 2 and "--vocab-size must be from 264 (256 go to bytes)" in result.stderr

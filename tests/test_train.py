@@ -27,11 +27,11 @@ def test_resume_gives_the_weights_of_an_unbroken_run(corpus_path, tmp_path):
     # The run evaluates (and saves) at step 30; a second process would load that checkpoint.
     train_tiny(corpus_path, tmp_path / "whole", steps=60, eval_every=30)
     train_tiny(corpus_path, tmp_path / "broken", steps=60, eval_every=30, stop_at=30)
-    saved = checkpoint.load(tmp_path / "broken" / "last.pt")
-    assert saved["trainer"]["step"] == 30
+    saved = checkpoint.read(tmp_path / "broken" / "last.pt")
+    assert saved.position.step == 30
     train_tiny(corpus_path, tmp_path / "broken", steps=60, eval_every=30, resume=saved)
-    a = checkpoint.load(tmp_path / "whole" / "last.pt")["model"]
-    b = checkpoint.load(tmp_path / "broken" / "last.pt")["model"]
+    a = checkpoint.read(tmp_path / "whole" / "last.pt").weights
+    b = checkpoint.read(tmp_path / "broken" / "last.pt").weights
     for name in a:
         assert torch.equal(a[name], b[name]), name
 
@@ -48,7 +48,7 @@ def test_resume_is_exact_with_dropout_and_across_epochs(corpus_path, tmp_path):
     first = Trainer(corpus, model, config, tmp_path / "b")
     first.run(stop_at=17)
     first._save(tmp_path / "b" / "mid.pt")
-    second = Trainer(corpus, model, config, tmp_path / "b", resume=checkpoint.load(tmp_path / "b" / "mid.pt"))
+    second = Trainer(corpus, model, config, tmp_path / "b", resume=checkpoint.read(tmp_path / "b" / "mid.pt"))
     second.run()
     for (name, p), q in zip(whole.model.named_parameters(), second.model.parameters()):
         assert torch.equal(p, q), name
@@ -64,14 +64,31 @@ def test_ctrl_c_saves_last_and_returns(corpus_path, tmp_path):
     trainer = Trainer(load_corpus(corpus_path, 0.1), model, config, tmp_path, reporter=Interrupts())
     result = trainer.run()
     assert result.interrupted and result.step == 7
-    assert checkpoint.load(tmp_path / "last.pt")["trainer"]["step"] == 7
+    assert checkpoint.read(tmp_path / "last.pt").position.step == 7
 
 
-def test_a_time_budget_ends_annealed(corpus_path, tmp_path):
-    trainer, result = train_tiny(corpus_path, tmp_path, steps=None, time=2.0, eval_every=10_000)
+class FakeClock:
+    """Time that advances by `tick` seconds each time it is read: a time budget without a race."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+@pytest.mark.parametrize("tick", [0.01, 0.3])  # many steps in the budget, and fewer than the warm-up
+def test_a_time_budget_ends_annealed(corpus_path, tmp_path, monkeypatch, tick):
+    model, config = tiny_configs(steps=None, time=2.0, eval_every=10_000, warmup=5)
+    trainer = Trainer(load_corpus(corpus_path, 0.1), model, config, tmp_path)
+    monkeypatch.setattr(trainer, "clock", FakeClock(tick))
+    result = trainer.run()
     assert trainer.position.elapsed >= 2.0 and trainer.progress() == 1.0
-    assert math.isclose(trainer.lr(), trainer.config.lr * trainer.config.min_lr_frac, rel_tol=1e-6)
-    assert result.step > 5
+    warm = min(1.0, (result.step + 1) / config.warmup)  # a budget spent within the warm-up ends part-way up it
+    assert math.isclose(trainer.lr(), config.lr * config.min_lr_frac * warm, rel_tol=1e-6)
+    if tick == 0.01:
+        assert result.step > config.warmup
 
 
 def test_patience_stops_a_run_that_no_longer_improves(corpus_path, tmp_path):

@@ -32,7 +32,7 @@ class Group(click.Group):
             from chargen import console
 
             if isinstance(e, ChargenError):
-                console.error(str(e))
+                console.error(self._flagged(ctx, e))
                 ctx.exit(e.exit_code)
             if isinstance(e, OSError):
                 console.error(
@@ -46,6 +46,18 @@ class Group(click.Group):
         except KeyboardInterrupt:
             sys.stderr.write("\ninterrupted\n")
             ctx.exit(130)
+
+    def _flagged(self, ctx: click.Context, e: ChargenError) -> str:
+        """The error's message, its setting named by the flag a person types (`temp` -> `--temp`)."""
+        message, setting = str(e), getattr(e, "setting", None)
+        command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+        if not setting or command is None or not message.startswith(setting):
+            return message
+        for param in command.params:
+            if param.name in (setting, f"{setting}_") and isinstance(param, click.Option):
+                flag = max(param.opts, key=len)  # the long form
+                return flag + message[len(setting) :]
+        return message
 
 
 @click.group(cls=Group, context_settings=CONTEXT)

@@ -15,7 +15,7 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
 @sampling_options
 @click.option("--user-prefix", default="", help='Put before each of your turns, e.g. "ROMEO:\\n".')
 @click.option("--bot-prefix", default="", help='Put before each answer, e.g. "\\nJULIET:\\n".')
-@device_option()
+@device_option
 def chat(checkpoint, temp, top_k, top_p, length, seed, stop, user_prefix, bot_prefix, device) -> None:
     """Talk with a model: each line you type becomes context, then the model writes.
 
@@ -28,31 +28,21 @@ def chat(checkpoint, temp, top_k, top_p, length, seed, stop, user_prefix, bot_pr
       chargen chat --user-prefix "ROMEO:\\n" --bot-prefix "\\nJULIET:\\n" -t 0.7
       printf 'ROMEO:\\n' | chargen chat > out.txt
     """
+    from chargen.config import CHAT_STOP, unescape
     from chargen.conversation import Conversation, Framing
     from chargen.generate import Generator
-    from chargen.repl import Repl, unescape
+    from chargen.repl import Repl
 
-    config = sample_config(temp, top_k, top_p, length, seed, stop or (r"\n\n",))  # default: a blank line
-    path = resolve_checkpoint(checkpoint)
-    generator = Generator.load(path, device)
+    config = sample_config(temp, top_k, top_p, length, seed, stop or CHAT_STOP)
+    generator = Generator.load(resolve_checkpoint(checkpoint), device)
     conversation = Conversation(generator, config, Framing(unescape(user_prefix), unescape(bot_prefix)))
-    describe = lambda: _describe(path, generator)  # noqa: E731
+    describe = generator.describe
     if sys.stdin.isatty() and sys.stdout.isatty():
         out, read = TerminalOutput(), _terminal_reader()
         out.note(f"chatting with {describe()}\ntype a line and press Enter; /help for commands, Ctrl-D to leave")
     else:
         out, read = PlainOutput(), _plain_read
     sys.exit(Repl(conversation, read, out, describe).run())
-
-
-def _describe(path, generator) -> str:
-    m, info = generator.model.config, generator.info
-    best = info.get("trainer", {}).get("best_val")
-    trained = f", best val {best:.3f} nats/char" if isinstance(best, float) and best < 1e9 else ""
-    return (
-        f"{path}: {m.layers}x{m.hidden} {m.cell}, {generator.model.num_parameters():,} parameters, "
-        f"trained on {info.get('corpus', {}).get('name', '?')}{trained}"
-    )
 
 
 def _plain_read(prompt: str) -> str:

@@ -15,7 +15,7 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
 @checkpoint_option
 @click.argument("file", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout.")
-@device_option("auto")
+@device_option
 def evaluate(checkpoint, file, as_json, device) -> None:
     """Score FILE under a model: nats/char and bits/char, every character once.
 

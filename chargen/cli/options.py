@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chargen.config import DEVICES, SampleConfig
-
-NONE = object()
+from chargen.config import DEFAULT_DEVICE, DEVICES, SampleConfig
 
 
 def checkpoint_option(f):
@@ -18,14 +16,14 @@ def checkpoint_option(f):
     )(f)
 
 
-def device_option(default: str = "cpu"):
+def device_option(f):
     return click.option(
         "--device",
         type=click.Choice(DEVICES),
-        default=default,
+        default=DEFAULT_DEVICE,
         show_default=True,
         help="Where the model runs; auto picks a GPU when there is one.",
-    )
+    )(f)
 
 
 def sampling_options(f):
@@ -50,7 +48,7 @@ def sampling_options(f):
 
 
 def sample_config(temp, top_k, top_p, length, seed, stop) -> SampleConfig:
-    from chargen.repl import unescape
+    from chargen.config import unescape
 
     return SampleConfig(temp=temp, top_k=top_k, top_p=top_p, length=length, seed=seed, stop=tuple(map(unescape, stop)))
 

@@ -27,7 +27,7 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
     help="Run the model in bfloat16: about twice as fast for many samples (-n 64) on a CPU with bf16 "
     "arithmetic (AVX512-BF16, AMX), slower on other CPUs; the text differs from fp32's.",
 )
-@device_option()
+@device_option
 def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file, num_samples, bf16, device) -> None:
     """Write text from a trained model to stdout.
 
@@ -36,8 +36,8 @@ def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file
       chargen sample -c checkpoints/novel/best.pt -n 4 -l 300 --seed 1 > samples.txt
     """
     from chargen import console
+    from chargen.config import unescape
     from chargen.data import read_chunks
-    from chargen.repl import unescape
 
     config = sample_config(temp, top_k, top_p, length, seed, stop)  # a bad flag is told before torch loads
     import torch

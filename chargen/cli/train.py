@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import shlex
 
 import click
 
@@ -21,20 +21,6 @@ from chargen.config import (
 )
 
 M, T = ModelConfig, TrainConfig
-BUDGET = ("steps", "epochs", "time")
-# Settings a resumed run may change; the rest shape the model or the data and stay as trained.
-RESUMABLE = (
-    *BUDGET,
-    "eval_every",
-    "patience",
-    "device",
-    "amp",
-    "lr",
-    "min_lr_frac",
-    "weight_decay",
-    "grad_clip",
-    "warmup",
-)
 
 
 def _duration(ctx, param, value):
@@ -87,9 +73,13 @@ def _duration(ctx, param, value):
 )
 @click.option("--vocab-size", type=int, default=T.vocab_size, help="SentencePiece vocabulary size.")
 @click.option("--sp-model", type=click.Choice(SP_MODELS), default=T.sp_model, help="SentencePiece model type.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoints are deleted).")
+@click.option("--corpus-changed", is_flag=True, help="Resume although CORPUS is not the text the run was trained on.")
 @click.pass_context
 def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str | None, time_, **flags) -> None:
     """Train a model on CORPUS (a UTF-8 text file, or a folder of them).
+
+    A new run never replaces another: the default folder moves on to checkpoints/NAME-2/.
 
     \b
       chargen train corpora/tinyshakespeare.txt               # 5 minutes
@@ -97,97 +87,49 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
       chargen train code/ --steps 5000 --cell gru
       chargen train --resume checkpoints/novel/last.pt --time 10m
     """
-    from chargen import checkpoint, console
-    from chargen.data import load_corpus
-    from chargen.errors import ChargenError
-    from chargen.train import Trainer
-
-    flags["time"] = time_
-    given = {k for k in flags if ctx.get_parameter_source(k if k != "time" else "time_").name != "DEFAULT"}
-    model_flags = {k: flags.pop(k) for k in list(flags) if k in ModelConfig.__dataclass_fields__}
-    saved = checkpoint.load(resume) if resume else None
-    if saved:
-        model_config = ModelConfig.from_dict(saved["model_config"])
-        kept = {**saved["train_config"]}
-        if given & set(BUDGET):
-            kept.update(dict.fromkeys(BUDGET))
-        fixed = sorted(given - set(RESUMABLE) - set(BUDGET))
-        if fixed:
-            raise ChargenError(
-                f"--{fixed[0].replace('_', '-')} cannot change when resuming: drop it, or start a new run"
-            )
-        config = TrainConfig(**{**kept, **{k: flags[k] for k in given}})
-        corpus = corpus or saved["corpus"].get("path")
-        out = out or str(Path(resume).parent)
-    else:
-        model_config, config = ModelConfig(**model_flags), TrainConfig(**flags)
-    if not corpus:
-        raise ChargenError("give the text to train on: chargen train CORPUS (a file or a folder)")
-    name = Path(corpus).stem or "corpus"
-    out_dir = Path(out or Path("checkpoints") / name)
-    _check_writable(out_dir)
-
-    tokenizer, fit, key = None, None, "char"
-    if saved:  # the run's own vocabulary: its ids must not change
-        from chargen.tokenizer import tokenizer_from_dict
-
-        tokenizer = tokenizer_from_dict(saved["tokenizer"])
-    elif config.tokenizer == "sp":
-        from chargen.subword import fitter
-
-        fit, key = fitter(config.vocab_size, config.sp_model)
-    data = load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key)
-
+    from chargen import console, run
     from chargen.progress import TrainProgress
 
+    overwrite, corpus_changed = flags.pop("overwrite"), flags.pop("corpus_changed")
+    flags["time"] = time_
+    given = {
+        k: v for k, v in flags.items() if ctx.get_parameter_source("time_" if k == "time" else k).name != "DEFAULT"
+    }
     reporter = TrainProgress()
-    trainer = Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved)
+    trainer = run.prepare(
+        corpus, out=out, resume=resume, overwrite=overwrite, corpus_changed=corpus_changed, reporter=reporter, **given
+    )
+    config, data = trainer.config, trainer.corpus
     parts = [f"{config.steps:,} steps"] if config.steps else []
     parts += [f"{config.epochs:g} epochs"] if config.epochs else []
     parts += [f"{format_duration(config.time)} of wall-clock time"] if config.time else []
-    m = model_config
     console.info(
-        f"{'resuming' if saved else 'training'} a {m.layers}x{m.hidden} {m.cell.upper()} "
+        f"{'resuming' if resume else 'training'} a {trainer.model_config.summary()} "
         f"({trainer.model.num_parameters():,} parameters) on {data.name}: "
         f"{data.train_chars:,} training and {data.val_chars:,} validation characters, "
         f"vocabulary {data.tokenizer.vocab_size:,} ({data.tokenizer.kind}), on {trainer.device.type}"
     )
-    default = "" if given & set(BUDGET) or saved else " (the default; set --time, --steps or --epochs)"
-    console.info(f"budget: {' or '.join(parts)}{default}; writing to {out_dir}/")
+    default = "" if set(given) & set(run.BUDGET) or resume else " (the default; set --time, --steps or --epochs)"
+    console.info(f"budget: {' or '.join(parts)}{default}; writing to {trainer.out}/")
 
     result = trainer.run()
     best = result.best_val
     if result.interrupted:
         console.warn(
             f"interrupted at step {result.step}; saved {result.last_path}. "
-            f"Continue with: chargen train --resume {result.last_path}"
+            f"Continue with: chargen train --resume {_quoted(result.last_path)}"
         )
     if math.isfinite(best):
+        stopped = " (stopped early: no better val loss)" if result.stopped_early else ""
         console.stderr().print(
-            f"best val {best:.4f} nats/char ([bold]{best / math.log(2):.4f} bpc[/]) after {result.step} steps"
-            + (" (stopped early: no better val loss)" if result.stopped_early else "")
-            + f"\ncheckpoint: {result.best_path}\nsample from it: chargen sample -c {result.best_path}",
+            f"best val {best:.4f} nats/char ([bold]{best / math.log(2):.4f} bpc[/]) after {result.step} steps{stopped}",
             highlight=False,
         )
+        console.info(f"checkpoint: {result.best_path}\nsample from it: chargen sample -c {_quoted(result.best_path)}")
     if result.interrupted:
         ctx.exit(130)
 
 
-def _check_writable(folder: Path) -> None:
-    """Fail now, not after training, if `folder` cannot be written; create nothing (a typo leaves no folder)."""
-    import errno
-    import os
-    import tempfile
-
-    from chargen.errors import ChargenError
-
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise ChargenError(f"cannot write to {folder} ({e.strerror}): choose another folder with --out") from None
+def _quoted(path) -> str:
+    """A path as a shell reads it back: quoted when it holds spaces or other special characters."""
+    return shlex.quote(str(path))

@@ -1,0 +1,189 @@
+"""Setting up a training run, shared by `chargen train` and `chargen.train()`: settings, resume, folder, corpus.
+
+`prepare` turns what a person asked for (a corpus, an output folder, a checkpoint to resume,
+and any model or training settings by name) into a ready `Trainer`:
+
+- a new run takes its settings from the defaults in `chargen.config`, overridden by those given;
+- a resumed run keeps the settings it was trained with; a setting given again with the same
+  value is accepted, one that shapes the model or the data and differs is refused with both
+  values, and budget settings replace the run's budget (counted from the run's start);
+- a new run never replaces another run's checkpoints: the default folder moves on to
+  `checkpoints/<name>-2/` (and so on), and a folder given with `out` that holds a run is
+  refused unless `overwrite` is set;
+- the corpus is encoded with the run's own tokenizer on resume, and must be the same text.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+from chargen import checkpoint
+from chargen.config import ModelConfig, TrainConfig
+from chargen.errors import ChargenError, CheckpointError, SettingError
+from chargen.train import Reporter, Result, Trainer
+
+BUDGET = ("steps", "epochs", "time")
+# Settings a resumed run may change; the rest shape the model or the data and stay as trained.
+RESUMABLE = (
+    *BUDGET,
+    "eval_every",
+    "patience",
+    "device",
+    "amp",
+    "lr",
+    "min_lr_frac",
+    "weight_decay",
+    "grad_clip",
+    "warmup",
+)
+MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig))
+TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig))
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")  # a folder holding any of these holds a run
+
+
+def train(
+    corpus: str | os.PathLike | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    corpus_changed: bool = False,
+    reporter: Reporter | None = None,
+    **settings,
+) -> Result:
+    """Train a model on `corpus` (a text file or a folder) and return where its checkpoints are.
+
+    `settings` are any of ModelConfig's and TrainConfig's fields (hidden=512, time=600, ...),
+    with the same defaults and meaning as the flags of `chargen train`."""
+    trainer = prepare(
+        corpus,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        corpus_changed=corpus_changed,
+        reporter=reporter,
+        **settings,
+    )
+    return trainer.run()
+
+
+def prepare(
+    corpus: str | os.PathLike | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    corpus_changed: bool = False,
+    reporter: Reporter | None = None,
+    **settings,
+) -> Trainer:
+    """A Trainer for the run that these arguments describe (see the module's docstring)."""
+    reporter = reporter or Reporter()
+    for name in settings:
+        if name not in MODEL_SETTINGS + TRAIN_SETTINGS:
+            raise SettingError(
+                f"{name} is not a setting; the settings are {', '.join(MODEL_SETTINGS + TRAIN_SETTINGS)}", name
+            )
+    saved = checkpoint.read(resume) if resume is not None else None
+    if saved:
+        model_config, config = resumed_configs(saved, settings)
+        corpus = corpus if corpus is not None else saved.corpus.path
+        out = out if out is not None else Path(resume).parent  # type: ignore[arg-type]
+    else:
+        model_config = ModelConfig(**{k: v for k, v in settings.items() if k in MODEL_SETTINGS})
+        config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
+    if corpus is None:
+        raise ChargenError("give the text to train on: chargen train CORPUS (a file or a folder)")
+    out_dir = output_folder(corpus, out, resume, overwrite, reporter)
+    data = load_corpus_for(corpus, config, saved.tokenizer if saved else None, reporter)
+    for line in data.skipped:
+        reporter.note(line)
+    if saved and saved.corpus.fingerprint not in (None, data.fingerprint):
+        if not corpus_changed:
+            raise CheckpointError(
+                f"{corpus} is not the text this run was trained on (same length, different characters): "
+                "resume with the run's own corpus, or pass --corpus-changed to go on with this one"
+            )
+        reporter.note(f"{corpus} differs from the text this run was trained on: going on, as asked")
+    return Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved)
+
+
+def resumed_configs(saved: checkpoint.ModelCheckpoint, settings: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The run's own configs, with the settings that may change on resume replaced by those given."""
+    kept_model, kept = saved.model_config.to_dict(), saved.train_config.to_dict()
+    for name, value in settings.items():
+        old = kept_model[name] if name in MODEL_SETTINGS else kept[name]
+        if value != old and name not in RESUMABLE:
+            raise SettingError(f"{name} was {old!r} in this run, not {value!r}; drop it, or start a new run", name)
+    if any(name in BUDGET for name in settings):
+        kept.update(dict.fromkeys(BUDGET))
+    kept.update({k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
+    return ModelConfig(**kept_model), TrainConfig(**kept)
+
+
+def output_folder(corpus, out, resume, overwrite: bool, reporter: Reporter) -> Path:
+    """Where the run writes: never over another run's checkpoints unless told to."""
+    if out is None:
+        base = Path("checkpoints") / (Path(corpus).stem or "corpus")
+        folder, n = base, 1
+        while holds_run(folder):
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+        if n > 1:
+            reporter.note(f"{base}/ holds an earlier run, kept as it is: this one writes to {folder}/")
+    else:
+        folder = Path(out)
+        resuming_here = resume is not None and folder.resolve() == Path(resume).resolve().parent
+        if holds_run(folder) and not resuming_here:
+            if not overwrite:
+                raise ChargenError(
+                    f"{folder}/ already holds a run: continue it with "
+                    f"`chargen train --resume {_quote(folder / 'last.pt')}`, replace it with --overwrite, "
+                    "or choose another folder with --out"
+                )
+            for name in RUN_FILES:
+                (folder / name).unlink(missing_ok=True)
+            reporter.note(f"{folder}/ held a run: replaced, as --overwrite asked")
+    check_writable(folder)
+    return folder
+
+
+def holds_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def load_corpus_for(corpus, config: TrainConfig, tokenizer=None, reporter: Reporter | None = None):
+    """The corpus encoded as `config` says: with `tokenizer` when given (a resumed run's own), else a new
+    vocabulary of characters or, for tokenizer 'sp', SentencePiece pieces fitted to its training part."""
+    from chargen.data import load_corpus
+
+    fit, key = None, "char"
+    if tokenizer is None and config.tokenizer == "sp":
+        from chargen.subword import fitter
+
+        fit, key = fitter(config.vocab_size, config.sp_model, (reporter or Reporter()).note)
+    return load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after training, if `folder` cannot be written; create nothing (a typo leaves no folder)."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ChargenError(f"cannot write to {folder} ({e.strerror}): choose another folder with --out") from None
+
+
+def _quote(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
