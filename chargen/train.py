@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,43 +29,8 @@ from chargen.config import ModelConfig, TrainConfig
 from chargen.data import Corpus, StreamBatcher, fit_batch
 from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
 from chargen.files import FolderLock, atomic_write
-from chargen.model import CharLM, State, detach, resolve_device
-
-
-@torch.inference_mode()
-def evaluate(model: CharLM, ids: np.ndarray, device: torch.device, amp: bool = False, window: int = 1024) -> float:
-    """Total nats of every ids[i+1] given all of ids[:i+1], the state carried throughout.
-
-    The text is cut into a few long streams run side by side (each at least 4,096 tokens,
-    so cold starts cost next to nothing); what is left over continues the last stream.
-    Every target is scored exactly once.
-    """
-    model.eval()
-    n = len(ids) - 1
-    streams = max(1, min(64, n // 4096))
-    per = n // streams
-    total = torch.zeros((), dtype=torch.float64, device=device)
-
-    def run(x: np.ndarray, y: np.ndarray, state: State | None) -> State | None:
-        nonlocal total
-        for lo in range(0, x.shape[1], window):
-            xb = torch.from_numpy(x[:, lo : lo + window].astype(np.int64)).to(device)
-            yb = torch.from_numpy(y[:, lo : lo + window].astype(np.int64)).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, state = model(xb, state)
-            total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum")
-        return state
-
-    state = run(ids[: streams * per].reshape(streams, per), ids[1 : streams * per + 1].reshape(streams, per), None)
-    if n > streams * per:  # the tail continues the last stream
-        last = tuple(s[:, -1:] for s in state) if state else None
-        run(ids[streams * per : n][None], ids[streams * per + 1 : n + 1][None], last)
-    return float(total)
-
-
-def scored_chars(tokenizer, ids: np.ndarray, chars: int) -> int:
-    """Characters that `evaluate` scores: all but those of the first token, which is only context."""
-    return chars - len(tokenizer.decode([int(ids[0])]))
+from chargen.model import CharLM, detach, resolve_device
+from chargen.score import evaluate, scored_chars
 
 
 class Reporter:

@@ -36,7 +36,7 @@ def test_training_on_the_gpu_learns_and_loads_on_a_cpu(corpus_path, tmp_path):
 
 
 def test_bf16_evaluation_is_close_to_fp32(corpus_path, tmp_path):
-    from chargen.train import evaluate
+    from chargen.score import evaluate
 
     trainer, _ = train_tiny(corpus_path, tmp_path, device="cuda", steps=40, eval_every=40)
     full = evaluate(trainer.model, trainer.corpus.val, trainer.device, amp=False)

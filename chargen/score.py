@@ -1,0 +1,84 @@
+"""Scoring a text under a model: total nats, every character once, the state carried through the whole text.
+
+Losses are per character of text whatever the tokenizer, so a char model, a subword model
+and a compressor compare on one scale (bits per character = nats / ln 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from chargen.errors import CorpusError
+from chargen.model import CharLM, State
+
+
+@torch.inference_mode()
+def evaluate(model: CharLM, ids: np.ndarray, device: torch.device, amp: bool = False, window: int = 1024) -> float:
+    """Total nats of every ids[i+1] given all of ids[:i+1], the state carried throughout.
+
+    The text is cut into a few long streams run side by side (each at least 4,096 tokens,
+    so cold starts cost next to nothing); what is left over continues the last stream.
+    Every target is scored exactly once.
+    """
+    model.eval()
+    n = len(ids) - 1
+    streams = max(1, min(64, n // 4096))
+    per = n // streams
+    total = torch.zeros((), dtype=torch.float64, device=device)
+
+    def run(x: np.ndarray, y: np.ndarray, state: State | None) -> State | None:
+        nonlocal total
+        for lo in range(0, x.shape[1], window):
+            xb = torch.from_numpy(x[:, lo : lo + window].astype(np.int64)).to(device)
+            yb = torch.from_numpy(y[:, lo : lo + window].astype(np.int64)).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits, state = model(xb, state)
+            total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum")
+        return state
+
+    state = run(ids[: streams * per].reshape(streams, per), ids[1 : streams * per + 1].reshape(streams, per), None)
+    if n > streams * per:  # the tail continues the last stream
+        last = tuple(s[:, -1:] for s in state) if state else None
+        run(ids[streams * per : n][None], ids[streams * per + 1 : n + 1][None], last)
+    return float(total)
+
+
+def scored_chars(tokenizer, ids: np.ndarray, chars: int) -> int:
+    """Characters that `evaluate` scores: all but those of the first token, which is only context."""
+    return chars - len(tokenizer.decode([int(ids[0])]))
+
+
+@dataclass
+class Score:
+    """A text's loss under a model."""
+
+    nats_per_char: float
+    chars: int
+    unknown: list[str] = field(default_factory=list)  # characters the model never saw, scored as unknown
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / math.log(2)
+
+
+def score_file(generator, path: str | os.PathLike) -> Score:
+    """`path` (a text file or a folder) scored under `generator`'s model, on its device."""
+    from chargen.data import corpus_files, read_chunks
+
+    tok = generator.tokenizer
+    chars, unknown, parts = 0, {}, []
+    for chunk in read_chunks(corpus_files(path)):
+        chars += len(chunk)
+        unknown.update(dict.fromkeys(tok.unknown(chunk)))
+        parts.append(tok.encode(chunk))
+    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if len(ids) < 2:
+        raise CorpusError(f"{path} is too short to score: it needs at least two characters")
+    nats = evaluate(generator.model, ids, generator.device) / scored_chars(tok, ids, chars)
+    return Score(nats, chars, list(unknown))
