@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from chargen.config import ModelConfig, TrainConfig
+from chargen.config import ModelConfig, TrainConfig, as_path
 from chargen.errors import CheckpointError, SettingError
 from chargen.files import atomic_write
 from chargen.tokenizer import Tokenizer, tokenizer_from_dict
@@ -75,7 +75,7 @@ def save(data: dict, path: str | os.PathLike) -> None:
 
 def load(path: str | os.PathLike, kind: str = "model") -> dict:
     """Read and verify a checkpoint of `kind` (model or chat) on the CPU, whatever device wrote it."""
-    path = Path(path)
+    path = as_path("path", path)
     if not path.is_file():
         hint = "; it is a folder: name a .pt file in it" if path.is_dir() else ""
         raise CheckpointError(f"no checkpoint at {path}{hint} (train one with `chargen train CORPUS`)")

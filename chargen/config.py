@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import typing
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from chargen.errors import SettingError
 
@@ -63,7 +65,7 @@ def _typed(name: str, value, hint):
         hint = next(a for a in args if a is not type(None))
     if typing.get_origin(hint) is tuple:
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return tuple(value)
+            return tuple(as_text(name, v) for v in value)
         raise SettingError(f"{name} takes a list of strings, not {value!r}", name)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
@@ -74,8 +76,26 @@ def _typed(name: str, value, hint):
     if hint is bool and isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str):
-        return value
+        return as_text(name, value)
     raise SettingError(f"{name} takes {'an' if hint is int else 'a'} {hint.__name__}, not {value!r}", name)
+
+
+def as_path(name: str, value) -> Path:
+    """`value` as a path, or SettingError naming the argument."""
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise SettingError(f"{name} must be a path, not {value!r}", name)
+
+
+def as_text(name: str, value) -> str:
+    """`value` if it is text that UTF-8 can hold (not the undecodable bytes of a bad argument), else SettingError."""
+    if not isinstance(value, str):
+        raise SettingError(f"{name} must be text, not {value!r}", name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SettingError(f"{name} is not valid UTF-8 text: give it in UTF-8", name) from None
+    return value
 
 
 def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:

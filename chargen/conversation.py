@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from chargen import checkpoint
-from chargen.config import CHAT_STOP, SampleConfig
-from chargen.errors import ChargenError
+from chargen.config import CHAT_STOP, SampleConfig, as_text
+from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
 
 
@@ -54,6 +54,10 @@ class Conversation:
     framing: Framing = field(default_factory=Framing)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.config, SampleConfig):
+            raise SettingError(f"config must be a SampleConfig, not {self.config!r}", "config")
+        as_text("user_prefix", self.framing.user_prefix)
+        as_text("bot_prefix", self.framing.bot_prefix)
         self.reset()
 
     def reset(self) -> None:
@@ -67,6 +71,7 @@ class Conversation:
 
     def feed(self, line: str) -> list[str]:
         """Read the person's line into the state; returns the characters the model never saw."""
+        as_text("line", line)
         self._undo.append((self._snapshot(), self.text, self.turns))
         text = f"{self.framing.user_prefix}{line.removesuffix(chr(10))}\n{self.framing.bot_prefix}"
         if self.text and not self.text.endswith("\n"):
@@ -99,6 +104,10 @@ class Conversation:
 
     def set(self, key: str, value) -> None:
         """Change one sampling setting; a bad value raises SettingError and changes nothing."""
+        if key not in SampleConfig.__dataclass_fields__:
+            raise SettingError(
+                f"{key} is not a sampling setting; they are {', '.join(SampleConfig.__dataclass_fields__)}", key
+            )
         self.config = replace(self.config, **{key: value})
 
     # -- save and load -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from chargen import checkpoint
 from chargen.checkpoint import ModelCheckpoint
-from chargen.config import DEFAULT_DEVICE, SampleConfig
+from chargen.config import DEFAULT_DEVICE, SampleConfig, as_text
 from chargen.errors import SettingError
 from chargen.model import CharLM, State, resolve_device
 from chargen.tokenizer import Tokenizer
@@ -173,8 +173,9 @@ class Generator:
 
         The text runs as one stream, a window at a time, and its final state is copied to
         `batch` streams: memory stays flat however long the prime and however many samples."""
-        if not isinstance(text, str):
-            raise SettingError(f"prime must be text, not {type(text).__name__}", "prime")
+        as_text("prime", text)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise SettingError(f"batch must be a whole number, 1 or more, not {batch!r}", "batch")
         unknown = self.tokenizer.unknown(text)
         ids = self.tokenizer.encode(text)
         ids = ids[~np.isin(ids, self._banned)].astype(np.int64)

@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from chargen import checkpoint
-from chargen.config import ModelConfig, TrainConfig
+from chargen.config import ModelConfig, TrainConfig, as_path
 from chargen.errors import ChargenError, CheckpointError, SettingError
 from chargen.train import Reporter, Result, Trainer
 
@@ -42,6 +42,7 @@ RESUMABLE = (
 )
 MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig))
 TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig))
+PATHS = ("corpus", "out", "resume")
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")  # a folder holding any of these holds a run
 
 
@@ -83,6 +84,9 @@ def prepare(
 ) -> Trainer:
     """A Trainer for the run that these arguments describe (see the module's docstring)."""
     reporter = reporter or Reporter()
+    corpus, out, resume = (
+        None if v is None else as_path(k, v) for k, v in (("corpus", corpus), ("out", out), ("resume", resume))
+    )
     for name in settings:
         if name not in MODEL_SETTINGS + TRAIN_SETTINGS:
             raise SettingError(

@@ -80,7 +80,24 @@ def main() -> None:
 
     if hasattr(signal, "SIGPIPE"):  # `chargen sample | head` ends quietly, as other Unix tools do
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    usable_streams()
     cli(prog_name="chargen")
+
+
+STDOUT_CLOSED = False  # set when chargen started with no standard output (`>&-`)
+
+
+def usable_streams() -> None:
+    """A closed standard stream reads as empty and writes nowhere; input that is not valid UTF-8 arrives
+    with U+FFFD in place of the bad bytes; text the terminal's encoding cannot show is escaped, not fatal."""
+    global STDOUT_CLOSED
+    STDOUT_CLOSED = sys.stdout is None
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))
+    for stream, errors in ((sys.stdin, "replace"), (sys.stdout, "backslashreplace")):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=errors)
 
 
 from chargen.cli import chat, evaluate, info, sample, train  # noqa: E402, F401  (each registers its command)

@@ -35,21 +35,20 @@ def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file
       chargen sample --temp 0.8 --prime "ROMEO:"
       chargen sample -c checkpoints/novel/best.pt -n 4 -l 300 --seed 1 > samples.txt
     """
+    from chargen import cli as group
     from chargen import console
-    from chargen.config import unescape
-    from chargen.data import read_chunks
+    from chargen.config import as_text, unescape
+    from chargen.data import corpus_files, read_chunks
+    from chargen.errors import ChargenError
 
+    if group.STDOUT_CLOSED:
+        raise ChargenError("standard output is closed: there is nowhere to write the text (redirect it to a file)")
     config = sample_config(temp, top_k, top_p, length, seed, stop)  # a bad flag is told before torch loads
+    prime = "".join(read_chunks(corpus_files(prime_file))) if prime_file else unescape(as_text("prime", prime))
     import torch
 
     from chargen.generate import Generator
 
-    if prime_file:
-        from chargen.data import corpus_files
-
-        prime = "".join(read_chunks(corpus_files(prime_file)))
-    else:
-        prime = unescape(prime)
     dtype = torch.bfloat16 if bf16 else torch.float32
     generator = Generator.load(resolve_checkpoint(checkpoint), device, dtype)
     primed = generator.prime(prime, batch=num_samples)
