@@ -17,7 +17,7 @@ from chargen.config import DEFAULT_DEVICE
 
 if TYPE_CHECKING:
     from chargen.generate import Generator
-    from chargen.train import Result
+    from chargen.trainer import Result
 
 __version__ = "0.1.0"
 __all__ = ["load", "train", "__version__"]

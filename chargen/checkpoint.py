@@ -98,7 +98,7 @@ def load(path: str | os.PathLike, kind: str = "model") -> dict:
         raise CheckpointError(f"{path} is not a chargen checkpoint (a PyTorch file of some other program)")
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(f"{path} is damaged: its format version is {version!r}, not a positive whole number")
+        raise CheckpointError(f"{path} is damaged: format version {version!r} is not a positive whole number")
     if version > VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version}; this chargen reads up to version {VERSION}: "

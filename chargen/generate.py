@@ -143,7 +143,7 @@ class Generator:
         """`dtype` bfloat16 runs weights, state and logits in bf16: many streams at once go about
         twice as fast where the hardware has bf16 arithmetic, and the text differs from fp32's.
         `checkpoint` is what the model was read from, without its weights (configs, corpus, metrics)."""
-        self.device = resolve_device(str(device))
+        self.device = resolve_device(device)
         self.model, self.tokenizer = model.to(self.device, dtype).eval(), tokenizer
         self.checkpoint = checkpoint
         self._banned = tokenizer.banned_ids()
@@ -153,6 +153,7 @@ class Generator:
     def load(
         cls, path: str | os.PathLike, device: str = DEFAULT_DEVICE, dtype: torch.dtype = torch.float32
     ) -> Generator:
+        device = resolve_device(device)  # a bad argument is told before the file is read
         ckpt = checkpoint.read(path)
         model = CharLM(ckpt.vocab_size, ckpt.model_config)
         model.load_state_dict(ckpt.weights)  # the shapes were checked when it was read

@@ -69,10 +69,12 @@ class CharLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
     """'auto' is the GPU when there is one, else the CPU; a named device must exist here."""
     from chargen.errors import SettingError
 
+    if isinstance(name, torch.device):
+        name = str(name)
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")

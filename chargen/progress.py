@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from chargen.config import format_duration
 from chargen.console import rate, stderr
-from chargen.train import Reporter, Trainer
+from chargen.trainer import Reporter, Trainer
 
 
 class TrainProgress(Reporter):

@@ -24,7 +24,7 @@ from pathlib import Path
 from chargen import checkpoint
 from chargen.config import ModelConfig, TrainConfig, as_path
 from chargen.errors import ChargenError, CheckpointError, SettingError
-from chargen.train import Reporter, Result, Trainer
+from chargen.trainer import Reporter, Result, Trainer
 
 BUDGET = ("steps", "epochs", "time")
 # Settings a resumed run may change; the rest shape the model or the data and stay as trained.
