@@ -42,34 +42,16 @@ RESUMABLE = (
 )
 MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig))
 TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig))
-PATHS = ("corpus", "out", "resume")
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")  # a folder holding any of these holds a run
 
 
-def train(
-    corpus: str | os.PathLike | None = None,
-    *,
-    out: str | os.PathLike | None = None,
-    resume: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    corpus_changed: bool = False,
-    reporter: Reporter | None = None,
-    **settings,
-) -> Result:
+def train(corpus: str | os.PathLike | None = None, **kwargs) -> Result:
     """Train a model on `corpus` (a text file or a folder) and return where its checkpoints are.
 
-    `settings` are any of ModelConfig's and TrainConfig's fields (hidden=512, time=600, ...),
+    Keyword arguments are those of `prepare`: `out`, `resume`, `overwrite`, `corpus_changed`,
+    `reporter`, and any of ModelConfig's and TrainConfig's fields (hidden=512, time=600, ...),
     with the same defaults and meaning as the flags of `chargen train`."""
-    trainer = prepare(
-        corpus,
-        out=out,
-        resume=resume,
-        overwrite=overwrite,
-        corpus_changed=corpus_changed,
-        reporter=reporter,
-        **settings,
-    )
-    return trainer.run()
+    return prepare(corpus, **kwargs).run()
 
 
 def prepare(

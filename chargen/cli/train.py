@@ -112,7 +112,7 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
     default = "" if set(given) & set(run.BUDGET) or resume else " (the default; set --time, --steps or --epochs)"
     console.info(f"budget: {' or '.join(parts)}{default}; writing to {trainer.out}/")
 
-    result = trainer.run()
+    result = trainer.run(exit_on_second_interrupt=True)
     best = result.best_val
     if result.interrupted:
         console.warn(
