@@ -106,7 +106,11 @@ def load(path: str | os.PathLike, kind: str = "model") -> dict:
         )
     _check_tensors(data, path)
     stored = data.pop("checksum", None)
-    if stored != checksum(data):
+    try:
+        actual = checksum(data)
+    except (ValueError, RecursionError):  # a value no chargen wrote (an int of thousands of digits, say)
+        actual = None
+    if stored != actual:
         raise CheckpointError(damaged.replace("truncated or corrupted", "corrupted (its checksum does not match)"))
     found = data.get("kind", "model")
     if found != kind:
@@ -141,17 +145,28 @@ def _check_zip(path: Path, damaged: str) -> None:
         raise CheckpointError(f"cannot read {path} ({e.strerror or e})") from None
 
 
+MAX_DEPTH = 64  # nesting of dicts and lists; chargen's own files go 4 deep
+
+
 def _check_tensors(data: Any, path: Path) -> None:
-    """Every tensor must lie within its own storage: a zero-stride view of a few bytes may not claim gigabytes."""
-    if isinstance(data, torch.Tensor):
-        if data.numel() * data.element_size() > data.untyped_storage().nbytes():
-            raise CheckpointError(f"{path} is not a chargen checkpoint (a tensor claims more bytes than it holds)")
-    elif isinstance(data, dict):
-        for v in data.values():
-            _check_tensors(v, path)
-    elif isinstance(data, list | tuple):
-        for v in data:
-            _check_tensors(v, path)
+    """Every tensor lies within its own storage (no zero-stride view of a few bytes claims gigabytes), all
+    tensors together hold no more bytes than the file (so hashing them costs about the file's size), and
+    nothing is nested deeper than a checkpoint ever is."""
+    budget = path.stat().st_size
+    todo: list[tuple[Any, int]] = [(data, 0)]
+    while todo:
+        x, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{path} is not a chargen checkpoint (its contents are nested {depth} deep)")
+        if isinstance(x, torch.Tensor):
+            size = x.numel() * x.element_size()
+            budget -= size
+            if size > x.untyped_storage().nbytes() or budget < 0:
+                raise CheckpointError(f"{path} is not a chargen checkpoint (a tensor claims more bytes than it holds)")
+        elif isinstance(x, dict):
+            todo.extend((v, depth + 1) for v in x.values())
+        elif isinstance(x, list | tuple):
+            todo.extend((v, depth + 1) for v in x)
 
 
 def newest(root: str | os.PathLike = "checkpoints", name: str = "best.pt") -> Path:

@@ -68,9 +68,13 @@ def _typed(name: str, value, hint):
             return tuple(as_text(name, v) for v in value)
         raise SettingError(f"{name} takes a list of strings, not {value!r}", name)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond any float
+            value = math.inf
         if not math.isfinite(value):
             raise SettingError(f"{name} must be a finite number, not {value!r}", name)
-        return float(value)
+        return value
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is bool and isinstance(value, bool):

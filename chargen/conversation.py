@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from chargen import checkpoint
-from chargen.config import CHAT_STOP, SampleConfig, as_text
+from chargen.config import CHAT_STOP, MAX_SEED, SampleConfig, as_text
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
 
@@ -83,7 +83,8 @@ class Conversation:
     def answer(self) -> Iterator[str]:
         """The model's reply, piece by piece; an interruption leaves the state where the text stopped."""
         assert self.primed is not None, "feed() comes first"
-        config = self.config if self.config.seed is None else replace(self.config, seed=self.config.seed + self.turns)
+        seed = self.config.seed
+        config = self.config if seed is None else replace(self.config, seed=(seed + self.turns) % (MAX_SEED + 1))
         self.turns += 1
         for _, piece in self.generator.stream(self.primed, config):
             self.text += piece

@@ -288,7 +288,7 @@ def _read_json(path: Path | None) -> dict | None:
         wrapped = json.loads(path.read_text()) if path else None
         body = json.dumps(wrapped["data"], sort_keys=True)
         return wrapped["data"] if hashlib.sha256(body.encode()).hexdigest() == wrapped["sha256"] else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 

@@ -74,7 +74,11 @@ class Repl:
     def turn(self, text: str) -> None:
         conversation = self.conversation
         before = len(conversation.text)
-        unknown = conversation.feed(text)
+        try:
+            unknown = conversation.feed(text)
+        except ChargenError as e:
+            self.out.note(f"error: {e}")
+            return
         if unknown:
             self.out.note(f"characters the model never saw were left out: {' '.join(map(repr, unknown))}")
         self.out.fed(conversation.text[before:], conversation.framing.bot_prefix)

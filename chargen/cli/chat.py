@@ -64,7 +64,8 @@ def _terminal_reader():
     except OSError:
         history = InMemoryHistory()
     session = PromptSession(history=history)
-    return lambda prompt: session.prompt(prompt)
+    # prompt_toolkit keeps bytes that are not UTF-8 as lone surrogates; they become U+FFFD, as in a pipe
+    return lambda prompt: session.prompt(prompt).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class PlainOutput:
