@@ -15,6 +15,7 @@ from chargen.config import ModelConfig
 State = tuple[Tensor, ...]  # (h, c) for an LSTM, (h,) otherwise; each (layers, B, hidden)
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight rows per hidden unit
 _STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}  # one step of one layer
 
 
@@ -67,6 +68,19 @@ class CharLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @staticmethod
+    def shapes(vocab_size: int, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """{name: shape} of the state_dict that `CharLM(vocab_size, config)` has, without building it
+        (so a checkpoint's weights can be checked before anything is allocated)."""
+        gates, h = _GATES[config.cell], config.hidden
+        shapes = {"embed.weight": (vocab_size, config.embed)}
+        for k in range(config.layers):
+            shapes[f"rnn.weight_ih_l{k}"] = (gates * h, config.embed if k == 0 else h)
+            shapes[f"rnn.weight_hh_l{k}"] = (gates * h, h)
+            shapes[f"rnn.bias_ih_l{k}"] = (gates * h,)
+            shapes[f"rnn.bias_hh_l{k}"] = (gates * h,)
+        return {**shapes, "head.weight": (vocab_size, h), "head.bias": (vocab_size,)}
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

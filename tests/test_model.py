@@ -38,3 +38,10 @@ def test_state_shapes():
     assert h.shape == c.shape == (3, 5, 8)
     (h,) = CharLM(10, ModelConfig(cell="gru", layers=3, hidden=8, embed=4)).initial_state(5)
     assert h.shape == (3, 5, 8)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_shapes_without_building_match_the_model(cell):
+    config = ModelConfig(cell=cell, layers=3, hidden=12, embed=5)
+    built = {k: tuple(v.shape) for k, v in CharLM(17, config).state_dict().items()}
+    assert CharLM.shapes(17, config) == built
