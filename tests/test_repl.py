@@ -229,3 +229,11 @@ def test_a_real_terminal_session(tiny_ckpt, tmp_path):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_a_conversation_from_python_stops_at_a_blank_line_as_the_chat_does(tiny_ckpt):
+    import chargen
+    from chargen.config import CHAT_STOP
+    from chargen.conversation import Conversation
+
+    assert Conversation(chargen.load(tiny_ckpt, "cpu")).config.stop == CHAT_STOP == ("\n\n",)

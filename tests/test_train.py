@@ -95,3 +95,16 @@ def test_patience_stops_a_run_that_no_longer_improves(corpus_path, tmp_path):
     trainer, result = train_tiny(corpus_path, tmp_path, steps=10_000, eval_every=1, patience=2, lr=0.5, warmup=0)
     assert result.stopped_early and result.step < 10_000
     assert trainer.position.bad_evals == 2
+
+
+def test_chargen_train_from_python_builds_the_tokenizer_it_is_asked_for(corpus_path, tmp_path):
+    import chargen
+    from chargen.errors import SettingError
+
+    small = dict(hidden=8, embed=4, layers=1, batch_size=4, seq_len=16, steps=2, eval_every=2, device="cpu")
+    result = chargen.train(corpus_path, out=tmp_path / "sp", tokenizer="sp", vocab_size=300, **small)
+    saved = checkpoint.read(result.best_path)
+    assert saved.tokenizer.kind == "sp" and saved.train_config.tokenizer == "sp" and saved.vocab_size == 300
+    model, config = tiny_configs(tokenizer="sp")
+    with pytest.raises(SettingError, match="tokenizer is 'sp' but the corpus was encoded with 'char'"):
+        Trainer(load_corpus(corpus_path, 0.1), model, config, tmp_path / "x")  # a char corpus: refused, not mislabelled
