@@ -260,7 +260,11 @@ def test_10_ctrl_c_during_a_checkpoint_write_finishes_it_then_stops(tmp_path, co
 
     monkeypatch.setattr(train_module.checkpoint, "save_model", interrupted_save)
     model, config = tiny_configs(steps=100, eval_every=5)
-    result = Trainer(load(corpus_path, 0.1), model, config, tmp_path).run()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if pytest is a `&` job
+    try:
+        result = Trainer(load(corpus_path, 0.1), model, config, tmp_path).run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.interrupted and result.step == 5
     assert checkpoint.read(tmp_path / "last.pt").position.step == 5
 
