@@ -50,6 +50,15 @@ class _Plain:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @classmethod
+    def of(cls, **values):
+        """An instance from settings by name; SettingError names one that is not a setting here."""
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        for name in values:
+            if name not in known:
+                raise SettingError(f"{name} is not a setting; the settings are {', '.join(known)}", name)
+        return cls(**values)
+
 
 @functools.cache
 def _hints(cls) -> dict:
@@ -217,6 +226,16 @@ class SampleConfig(_Plain):
     """Seed of the random draw: the same seed gives the same text (--seed)."""
     stop: tuple[str, ...] = ()
     """Stop a sample when it writes one of these strings (--stop)."""
+    min_p: float | None = None
+    """Sample only tokens at least this times as likely as the most likely one (--min-p)."""
+    repeat_penalty: float = 1.0
+    """Make tokens seen in the last repeat_window less likely by this factor; 1 is off (--repeat-penalty)."""
+    repeat_window: int = 64
+    """Tokens the penalties look back over (--repeat-window)."""
+    presence_penalty: float = 0.0
+    """Lower the logit of every token seen in the window by this (--presence-penalty)."""
+    frequency_penalty: float = 0.0
+    """Lower each token's logit by this times its count in the window (--frequency-penalty)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):  # one stop string, not its characters
@@ -229,6 +248,16 @@ class SampleConfig(_Plain):
         _require(
             self.seed is None or 0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}, not {self.seed}"
         )
+        _require(self.min_p is None or 0 < self.min_p <= 1, "min_p", f"must be in (0, 1], not {self.min_p}")
+        _require(self.repeat_penalty > 0, "repeat_penalty", f"must be positive, not {self.repeat_penalty}")
+        _require(
+            1 <= self.repeat_window <= MAX_WIDTH,
+            "repeat_window",
+            f"must be from 1 to {MAX_WIDTH}, not {self.repeat_window}",
+        )
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _require(-2 <= value <= 2, name, f"must be from -2 to 2, as in OpenAI's API, not {value}")
         self.stop = tuple(s for s in self.stop if s)
 
 

@@ -105,11 +105,7 @@ class Conversation:
 
     def set(self, key: str, value) -> None:
         """Change one sampling setting; a bad value raises SettingError and changes nothing."""
-        if key not in SampleConfig.__dataclass_fields__:
-            raise SettingError(
-                f"{key} is not a sampling setting; they are {', '.join(SampleConfig.__dataclass_fields__)}", key
-            )
-        self.config = replace(self.config, **{key: value})
+        self.config = SampleConfig.of(**{**self.config.to_dict(), key: value})
 
     # -- save and load -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ it goes and holding back text that might be the start of a stop string.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -28,9 +29,13 @@ def sample(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    min_p: float | None = None,
 ) -> Tensor:
-    """Draw one id per row of logits (B, V) -> (B,). Temperature 0 is argmax."""
+    """Draw one id per row of logits (B, V) -> (B,). Temperature 0 is argmax.
+
+    `generator` is one for the whole batch, or one per row: then row b's draw depends on its
+    own generator alone, so it equals a batch-of-one draw with that generator."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float()
@@ -44,11 +49,31 @@ def sample(
         probs = sorted_logits.softmax(-1)
         outside = probs.cumsum(-1) - probs > top_p  # keep the smallest head whose mass reaches top_p
         logits = logits.masked_fill(outside.scatter(-1, order, outside), -torch.inf)
+    if min_p is not None:  # p >= min_p * p_top, i.e. logit >= top logit (0 here) + log(min_p)
+        logits = logits.masked_fill(logits < math.log(min_p), -torch.inf)
     # Gumbel-max: the argmax of logits plus Gumbel noise is an exact draw from their softmax,
     # and cheaper than torch.multinomial (one uniform per entry, no normalising, no search).
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    if isinstance(generator, list):
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generator])
+    else:
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
     gumbel = uniform.clamp_(min=torch.finfo(uniform.dtype).tiny).log_().neg_().log_().neg_()
     return (logits + gumbel).argmax(-1)
+
+
+def penalize(
+    logits: Tensor, counts: Tensor, repeat: float = 1.0, presence: float = 0.0, frequency: float = 0.0
+) -> Tensor:
+    """Logits (B, V) made less likely for tokens seen recently; `counts` (B, V) is how often each was seen.
+
+    A seen token's logit is divided by `repeat` when positive and multiplied by it when negative
+    (CTRL's and llama.cpp's repeat penalty), then lowered by `presence` once and `frequency` per
+    occurrence (OpenAI's penalties). Unseen tokens are left alone."""
+    seen = counts > 0
+    logits = logits.float()
+    if repeat != 1:
+        logits = torch.where(seen, torch.where(logits > 0, logits / repeat, logits * repeat), logits)
+    return logits - presence * seen - frequency * counts
 
 
 class StopMatcher:
@@ -124,6 +149,21 @@ class Primed:
     state: State
     logits: Tensor  # (B, V)
     unknown: list[str] = field(default_factory=list)
+    recent: Tensor | None = None  # (B, <= repeat_window) the last ids written, for the penalties
+
+    def copy(self) -> Primed:
+        """A snapshot that later steps from the original do not change."""
+        return Primed(
+            tuple(s.clone() for s in self.state),
+            self.logits.clone(),
+            list(self.unknown),
+            None if self.recent is None else self.recent.clone(),
+        )
+
+    def select(self, b: int) -> Primed:
+        """Stream `b` alone, as a batch of one."""
+        recent = None if self.recent is None else self.recent[b : b + 1].clone()
+        return Primed(tuple(s[:, b : b + 1].clone() for s in self.state), self.logits[b : b + 1].clone(), [], recent)
 
 
 PRIME_WINDOW = 4096  # tokens of a prime fed at once: memory stays flat however long the prime
@@ -201,38 +241,57 @@ class Generator:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def stream(self, primed: Primed, config: SampleConfig) -> Iterator[tuple[int, str]]:
+    def stream(
+        self, primed: Primed, config: SampleConfig, generators: list[torch.Generator] | None = None
+    ) -> Iterator[tuple[int, str]]:
         """(stream, text) pieces as they are decoded, until every stream has `length` characters or a stop.
 
         `primed` is advanced in place, so the caller holds the state after the last token
-        (a chat turn carries on from it).
+        (a chat turn carries on from it). The draw comes from `generators` (one per stream,
+        advanced in place, so a later call goes on where this one stopped) or, without them,
+        from one generator seeded with `config.seed`.
         """
-        for pieces in self._steps(primed, config):
+        for pieces in self._steps(primed, config, generators):
             yield from pieces
 
+    def rng(self, seed: int | None) -> torch.Generator:
+        """A generator on this model's device: seeded, or fresh randomness without touching torch's global one."""
+        g = torch.Generator(device=self.device)
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed)
+        return g
+
     @torch.inference_mode()
-    def _steps(self, primed: Primed, config: SampleConfig) -> Iterator[list[tuple[int, str]]]:
+    def _steps(
+        self, primed: Primed, config: SampleConfig, generators: list[torch.Generator] | None
+    ) -> Iterator[list[tuple[int, str]]]:
         """The pieces of each step together, so inference mode is entered once a step, not once a piece."""
         batch = primed.logits.shape[0]
-        g = torch.Generator(device=self.device)
-        if config.seed is None:
-            g.seed()  # fresh randomness, without touching torch's global generator
-        else:
-            g.manual_seed(config.seed)
+        g = generators or self.rng(config.seed)
         decoders = [self.tokenizer.decoder() for _ in range(batch)]
         stops = [StopMatcher(config.stop) for _ in range(batch)]
         left = [config.length] * batch
         logits, state = primed.logits, primed.state
         byte_of = self.tokenizer.byte_pieces()
         guard = Utf8Guard(byte_of, self.tokenizer.vocab_size, batch, self.device) if byte_of else None
+        penalties = config.repeat_penalty != 1 or config.presence_penalty or config.frequency_penalty
+        counts = self._counts(primed.recent, batch) if penalties else None  # (B, V)
         while any(n > 0 and not s.stopped for n, s in zip(left, stops)):
+            if penalties:
+                logits = penalize(
+                    logits, counts, config.repeat_penalty, config.presence_penalty, config.frequency_penalty
+                )
             if self._banned:
                 logits.index_fill_(1, self._banned_ids, -torch.inf)
             if guard:
                 guard.mask(logits)
-            ids = sample(logits, config.temp, config.top_k, config.top_p, g)  # (B,)
+            ids = sample(logits, config.temp, config.top_k, config.top_p, g, config.min_p)  # (B,)
             if guard:
                 guard.advance(ids)
+            if penalties:
+                primed.recent, counts = self._remember(primed.recent, counts, ids, config.repeat_window)
             pieces = []
             for b, token in enumerate(ids.tolist()):
                 if left[b] <= 0 or stops[b].stopped:
@@ -247,17 +306,27 @@ class Generator:
             yield pieces
         yield [(b, tail) for b, s in enumerate(stops) if (tail := s.flush()[: max(left[b], 0)])]
 
-    def generate(
-        self,
-        prime: str = "",
-        length: int = SampleConfig.length,
-        temp: float = SampleConfig.temp,
-        top_k: int | None = SampleConfig.top_k,
-        top_p: float | None = SampleConfig.top_p,
-        seed: int | None = SampleConfig.seed,
-        stop: str | tuple[str, ...] = SampleConfig.stop,
-    ) -> Iterator[str]:
-        """Text after `prime`, yielded piece by piece as it is written. `stop` is one string or several."""
-        config = SampleConfig(temp=temp, top_k=top_k, top_p=top_p, length=length, seed=seed, stop=stop)
+    def _counts(self, recent: Tensor | None, batch: int) -> Tensor:
+        counts = torch.zeros(batch, self.tokenizer.vocab_size, device=self.device)
+        if recent is not None:
+            counts.scatter_add_(1, recent, torch.ones_like(recent, dtype=counts.dtype))
+        return counts
+
+    @staticmethod
+    def _remember(recent: Tensor | None, counts: Tensor, ids: Tensor, window: int) -> tuple[Tensor, Tensor]:
+        """The window of recent ids with `ids` (B,) added and, past `window`, the oldest dropped; counts to match."""
+        recent = ids[:, None] if recent is None else torch.cat([recent, ids[:, None]], 1)  # (B, n)
+        counts.scatter_add_(1, ids[:, None], torch.ones(len(ids), 1, device=counts.device))
+        while recent.shape[1] > window:
+            counts.scatter_add_(1, recent[:, :1], -torch.ones(len(ids), 1, device=counts.device))
+            recent = recent[:, 1:]
+        return recent, counts
+
+    def generate(self, prime: str = "", **settings) -> Iterator[str]:
+        """Text after `prime`, yielded piece by piece as it is written.
+
+        `settings` are SampleConfig's fields (length, temp, top_k, top_p, min_p, seed, stop, the
+        penalties), with its defaults; `stop` is one string or several."""
+        config = SampleConfig.of(**settings)
         for _, text in self.stream(self.prime(prime), config):
             yield text

@@ -69,11 +69,10 @@ def prepare(
     corpus, out, resume = (
         None if v is None else as_path(k, v) for k, v in (("corpus", corpus), ("out", out), ("resume", resume))
     )
+    known = MODEL_SETTINGS + TRAIN_SETTINGS
     for name in settings:
-        if name not in MODEL_SETTINGS + TRAIN_SETTINGS:
-            raise SettingError(
-                f"{name} is not a setting; the settings are {', '.join(MODEL_SETTINGS + TRAIN_SETTINGS)}", name
-            )
+        if name not in known:
+            raise SettingError(f"{name} is not a setting; the settings are {', '.join(known)}", name)
     saved = checkpoint.read(resume) if resume is not None else None
     if saved:
         model_config, config = resumed_configs(saved, settings)
