@@ -1,15 +1,23 @@
-"""A conversation with a model: the hidden state carried across turns, with undo, reset, save and load.
+"""A conversation with a model: a tree of turns whose hidden states carry the whole conversation.
 
-Each turn feeds the person's text through the model (it becomes context), then the model
-writes until a stop string, a length limit or an interruption. Nothing is ever re-read:
-the recurrent state *is* the memory of the whole conversation, at constant cost per character.
+Each turn feeds the person's line through the model (it becomes context), then the model
+writes until a stop string, a length limit or an interruption. Nothing is ever re-read: the
+recurrent state *is* the memory of the conversation, at constant cost per character. And
+since every turn keeps its state (see `chargen.turns`), any turn can be gone back to,
+answered again (`retry`), continued (`more`), branched from (`goto`, then a new line) or
+answered N ways at once (`best`, then `pick`), exactly.
+
+Randomness is part of the state: the conversation draws from one generator, seeded by the
+`seed` setting (fresh when it is none), and every turn keeps the generator's state after its
+answer. Going back to a turn (`undo`, `redo`, `goto`) goes back to its random state too, so the
+same line gives the same answer; `retry` and `best` draw onward, so each try differs.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +26,7 @@ from chargen import checkpoint
 from chargen.config import CHAT_STOP, MAX_SEED, SampleConfig, as_text
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
+from chargen.turns import Turn, TurnTree
 
 
 @dataclass
@@ -61,68 +70,189 @@ class Conversation:
         self.reset()
 
     def reset(self) -> None:
-        """A fresh hidden state and an empty transcript."""
-        self.primed: Primed | None = None
-        self.text = ""  # everything the model has read or written, in order
-        self.turns = 0  # answers so far: a set seed is offset by it, so turns differ yet replay exactly
-        self._undo: list[tuple[Primed | None, str, int]] = []
+        """A fresh hidden state and an empty tree."""
+        self.tree = TurnTree()
+        self.at = 0  # the turn the conversation stands at
+        self.rng = self.generator.rng(self.config.seed)
+        self.tree[0].rng = self.rng.get_state()
+        self.candidates: list[tuple[int, str, Primed, torch.Tensor]] = []  # from best(): seed, text, state, rng
+        self._redo: list[int] = []
+
+    @property
+    def text(self) -> str:
+        """Everything the model has read or written on the way to this turn, in order."""
+        return self.tree.text(self.at)
+
+    @property
+    def turn(self) -> Turn:
+        return self.tree[self.at]
 
     # -- a turn --------------------------------------------------------------------------------
 
     def feed(self, line: str) -> list[str]:
-        """Read the person's line into the state; returns the characters the model never saw."""
+        """Read the person's line into the state, as a new turn; returns the characters the model never saw."""
         as_text("line", line)
-        self._undo.append((self._snapshot(), self.text, self.turns))
-        text = f"{self.framing.user_prefix}{line.removesuffix(chr(10))}\n{self.framing.bot_prefix}"
+        fed = f"{self.framing.user_prefix}{line.removesuffix(chr(10))}\n{self.framing.bot_prefix}"
         if self.text and not self.text.endswith("\n"):
-            text = "\n" + text  # a turn starts on a new line
-        self.primed = self.generator.prime(text, primed=self.primed)
-        self.text += text
-        return self.primed.unknown
+            fed = "\n" + fed  # a turn starts on a new line
+        after = self._read(self.turn, fed)
+        self._enter(self.tree.add(self.at, line=line, fed=fed, after=after))
+        return after.unknown
 
     def answer(self) -> Iterator[str]:
-        """The model's reply, piece by piece; an interruption leaves the state where the text stopped."""
-        assert self.primed is not None, "feed() comes first"
-        seed = self.config.seed
-        config = self.config if seed is None else replace(self.config, seed=(seed + self.turns) % (MAX_SEED + 1))
-        self.turns += 1
-        for _, piece in self.generator.stream(self.primed, config):
-            self.text += piece
+        """The model's writing at this turn, piece by piece, added to its answer: after `feed`, the reply;
+        after a reply, more of it. An interruption keeps what was written, the state where it stopped."""
+        turn = self.turn
+        if turn.id == 0 or turn.after is None:
+            raise ChargenError("nothing to answer yet: type a line first")
+        for _, piece in self.generator.stream(turn.after, self.config, [self.rng]):  # turn.after advances
+            turn.answer += piece
             yield piece
 
+    def retry(self) -> Iterator[str]:
+        """The last answer drawn afresh from the state before it, as a new branch beside the old one."""
+        turn = self._answered()
+        self._enter(self.tree.add(turn.parent, line=turn.line, fed=turn.fed, after=self._before(turn)))
+        return self.answer()
+
+    def more(self) -> Iterator[str]:
+        """More of the last answer, from where it stopped (on a branch of its own if turns follow it)."""
+        turn = self._answered()
+        if turn.children:
+            self._enter(
+                self.tree.add(turn.parent, line=turn.line, fed=turn.fed, answer=turn.answer, after=turn.after.copy())
+            )
+        return self.answer()
+
+    def best(self, n: int) -> list[tuple[int, str]]:
+        """`n` answers to the last line, drawn in one batch from the state before its answer, each stream
+        with a seed of its own: (seed, text) each. `pick(k)` keeps one."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+            raise SettingError(f"n must be from 1 to 64, not {n!r}", "n")
+        turn = self._answered()
+        before = self._before(turn)
+        seeds = torch.randint(MAX_SEED + 1, (n,), generator=self.rng, device=self.rng.device).tolist()
+        generators = [self.generator.rng(seed) for seed in seeds]
+        batch = Primed(
+            tuple(s.expand(-1, n, -1).contiguous() for s in before.state), before.logits.expand(n, -1).contiguous()
+        )
+        texts = [""] * n
+        for b, piece in self.generator.stream(batch, self.config, generators):
+            texts[b] += piece
+        self.candidates = [(seeds[b], texts[b], batch.select(b), generators[b].get_state()) for b in range(n)]
+        return [(seed, text) for seed, text, _, _ in self.candidates]
+
+    def pick(self, k: int) -> Turn:
+        """Keep answer `k` (from 1) of the last `best` as the turn, on a branch beside the others."""
+        if not self.candidates:
+            raise ChargenError("nothing to pick from: /best N draws N answers first")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.candidates):
+            raise SettingError(f"k must be from 1 to {len(self.candidates)}, not {k!r}", "k")
+        _, text, after, rng = self.candidates[k - 1]
+        turn = self._answered()
+        self._enter(self.tree.add(turn.parent, line=turn.line, fed=turn.fed, answer=text, after=after))
+        self.rng.set_state(rng)
+        return self.turn
+
+    # -- moving in the tree --------------------------------------------------------------------
+
     def undo(self) -> bool:
-        """Back to the state before the last turn; False when there is none."""
-        if not self._undo:
+        """Back to the turn before this one; False at the start."""
+        if self.at == 0:
             return False
-        self.primed, self.text, self.turns = self._undo.pop()
+        self._redo.append(self.at)
+        self._move(self.turn.parent)
         return True
 
-    def _snapshot(self) -> Primed | None:
-        p = self.primed
-        return None if p is None else Primed(tuple(s.clone() for s in p.state), p.logits.clone())
+    def redo(self) -> bool:
+        """Forward again to the turn the last `undo` left; False when there is none."""
+        while self._redo:
+            turn_id = self._redo.pop()
+            if turn_id in self.tree:
+                self._move(turn_id)
+                return True
+        return False
+
+    def goto(self, turn_id: int) -> Turn:
+        """To turn `turn_id` (as /tree numbers them): the next line starts a new branch from there."""
+        if turn_id not in self.tree:
+            raise ChargenError(f"there is no turn {turn_id}: /tree shows the turns")
+        if self.tree[turn_id].freed:
+            raise ChargenError(f"turn {turn_id}'s state was freed to keep the tree small: go to a later turn")
+        self._redo.clear()
+        self._move(turn_id)
+        return self.turn
+
+    def _move(self, turn_id: int) -> None:
+        """Stand at `turn_id`, with the random state it was left with; this turn keeps the one it has now."""
+        self.turn.rng = self.rng.get_state()
+        self.at = turn_id
+        self.candidates = []
+        if self.turn.rng is not None:
+            self.rng.set_state(self.turn.rng)
+
+    def _enter(self, turn: Turn) -> None:
+        """Stand at a turn just added: the random draw goes on from where it was."""
+        self._move(turn.id)
+        self._redo.clear()
+        self.tree.prune(keep=self.at)
+
+    def _answered(self) -> Turn:
+        if self.at == 0:
+            raise ChargenError("no answer yet: type a line first")
+        return self.turn
+
+    def _read(self, turn: Turn, text: str) -> Primed:
+        """The state after `turn` with `text` read into it."""
+        if turn.freed:
+            raise ChargenError(f"turn {turn.id}'s state was freed to keep the tree small")
+        return self.generator.prime(text, primed=turn.after)
+
+    def _before(self, turn: Turn) -> Primed:
+        """The state `turn`'s answer was written from: its parent's, with its line read."""
+        return self._read(self.tree[turn.parent], turn.fed)
 
     # -- settings ------------------------------------------------------------------------------
 
     def set(self, key: str, value) -> None:
-        """Change one sampling setting; a bad value raises SettingError and changes nothing."""
+        """Change one sampling setting; a bad value raises SettingError and changes nothing. A new seed
+        restarts the random draw from it (none: from fresh randomness)."""
         self.config = SampleConfig.of(**{**self.config.to_dict(), key: value})
+        if key == "seed":
+            self.rng = self.generator.rng(value)
 
     # -- save and load -------------------------------------------------------------------------
 
     def save(self, name: str, overwrite: bool = False) -> Path:
-        """Keep the conversation as `name` in the chats folder; an existing one only with `overwrite`."""
+        """Keep the whole tree, where it stands, the settings and the random state as `name` in the chats
+        folder; an existing one is replaced only with `overwrite`."""
         path = chat_path(name)
         if path.exists() and not overwrite:
             raise ChargenError(f"a conversation called {name!r} exists already: /save! {name} replaces it")
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.turn.rng = self.rng.get_state()
+        turns = [
+            {
+                "id": t.id,
+                "parent": t.parent,
+                "line": t.line,
+                "fed": t.fed,
+                "answer": t.answer,
+                "state": None if t.after is None else list(t.after.state),
+                "logits": None if t.after is None else t.after.logits,
+                "recent": None if t.after is None else t.after.recent,
+                "rng": t.rng,
+                "freed": t.freed,
+            }
+            for t in self.tree.turns.values()
+        ]
         checkpoint.save(
             {
                 "kind": "chat",
                 "model": self._model_id(),
-                "text": self.text,
-                "turns": self.turns,
-                "state": list(self.primed.state) if self.primed else None,
-                "logits": self.primed.logits if self.primed else None,
+                "turns": turns,
+                "at": self.at,
+                "redo": list(self._redo),
                 "config": {**self.config.to_dict(), "stop": list(self.config.stop)},
                 "framing": self.framing.__dict__,
             },
@@ -139,21 +269,45 @@ class Conversation:
         if data.get("model") != self._model_id():
             raise ChargenError(f"{path} was saved with another model: its hidden state means nothing to this one")
         try:
-            text, turns, primed = data["text"], data["turns"], self._primed(data["state"], data["logits"])
             config = SampleConfig.from_dict({**data["config"], "stop": tuple(data["config"]["stop"])})
             framing = Framing(**data["framing"])
-            if not isinstance(text, str) or not isinstance(turns, int) or turns < 0:
-                raise TypeError("text or turns")
             if not all(isinstance(v, str) for v in framing.__dict__.values()):
                 raise TypeError("framing")
-        except (KeyError, TypeError, ValueError, ChargenError) as e:
+            tree, at, redo = self._tree(data)
+        except (KeyError, TypeError, ValueError, AttributeError, ChargenError) as e:
             raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
+        self.config, self.framing = config, framing
         self.reset()
-        self.text, self.turns, self.primed, self.config, self.framing = text, turns, primed, config, framing
+        self.tree, self._redo = tree, redo
+        self.at = at
+        if self.turn.rng is not None:
+            self.rng.set_state(self.turn.rng)
         return path
 
-    def _primed(self, state, logits) -> Primed | None:
-        """A saved state and next-token logits, checked against this model's shapes."""
+    def _tree(self, data: dict) -> tuple[TurnTree, int, list[int]]:
+        """The turn tree of a saved conversation, every field checked."""
+        tree = TurnTree()
+        if not isinstance(data.get("turns"), list):  # saved before conversations were trees: the start holds it all
+            tree[0].fed, tree[0].after = _str(data["text"]), self._primed(data["state"], data["logits"], None)
+            return tree, 0, []
+        size = self.rng.get_state().numel()
+        for saved in sorted(data["turns"], key=lambda t: t["id"]):
+            turn_id, parent = saved["id"], saved["parent"]
+            if not isinstance(turn_id, int) or (turn_id == 0) != (parent is None) or (turn_id and turn_id in tree):
+                raise ValueError("its turns are not numbered")
+            if turn_id and parent not in tree:
+                raise ValueError(f"turn {turn_id} follows no earlier turn")
+            turn = tree[0] if turn_id == 0 else tree.add(parent, turn_id)
+            turn.line, turn.fed, turn.answer = _str(saved["line"]), _str(saved["fed"]), _str(saved["answer"])
+            turn.after = self._primed(saved["state"], saved["logits"], saved["recent"])
+            turn.rng, turn.freed = _rng(saved["rng"], size), bool(saved["freed"])
+        at, redo = data["at"], data["redo"]
+        if at not in tree or not all(r in tree for r in redo):
+            raise ValueError("it stands at a turn it does not have")
+        return tree, at, list(redo)
+
+    def _primed(self, state, logits, recent) -> Primed | None:
+        """A saved state, next-token logits and recent ids, checked against this model's shapes."""
         if state is None and logits is None:
             return None
         model, device = self.generator.model, self.generator.device
@@ -166,10 +320,36 @@ class Conversation:
             or tuple(logits.shape) != (1, self.generator.tokenizer.vocab_size)
         ):
             raise ValueError("its hidden state does not fit this model")
+        if recent is not None and (
+            not isinstance(recent, torch.Tensor)
+            or recent.dtype != torch.long
+            or recent.dim() != 2
+            or recent.shape[0] != 1
+            or bool(((recent < 0) | (recent >= logits.shape[1])).any())
+        ):
+            raise ValueError("its recent tokens do not fit this model")
         dtype = model.head.weight.dtype
-        return Primed(tuple(s.to(device, dtype) for s in state), logits.to(device, dtype))
+        return Primed(
+            tuple(s.to(device, dtype) for s in state),
+            logits.to(device, dtype),
+            recent=None if recent is None else recent.to(device),
+        )
 
     def _model_id(self) -> str:
         """Tells models apart: a hash of the weights' first and last tensors and the tokenizer."""
         params = list(self.generator.model.state_dict().values())
         return checkpoint.checksum([params[0][:4], params[-1], self.generator.tokenizer.fingerprint()])
+
+
+def _str(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not text")
+    return value
+
+
+def _rng(value, size: int) -> torch.Tensor | None:
+    if value is not None and not (
+        isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and tuple(value.shape) == (size,)
+    ):
+        raise TypeError("its random state is not a generator's")
+    return value

@@ -318,7 +318,7 @@ def test_11_a_damaged_or_edited_saved_conversation_is_a_message(tiny_ckpt, tmp_p
     blob = saved.read_bytes()
     (tmp_path / "chats" / "cut.pt").write_bytes(blob[: len(blob) // 2])
     data = torch.load(saved, weights_only=True)
-    data["state"] = [torch.zeros(3)]  # edited, then saved with a valid checksum
+    data["turns"][-1]["state"] = [torch.zeros(3)]  # edited, then saved with a valid checksum
     checkpoint.save(
         {k: v for k, v in data.items() if k not in ("format", "format_version")}, tmp_path / "chats" / "edit.pt"
     )

@@ -25,6 +25,7 @@ class Echo:
     text: str = ""
     interrupt_after: int | None = None
     saved: dict = field(default_factory=dict)
+    at: int = 0
 
     def feed(self, line):
         self.text += line + "\n"
@@ -130,7 +131,8 @@ def test_help_lists_every_command_in_one_line_each():
 def test_ctrl_c_stops_an_answer_and_the_session_goes_on():
     conv = Echo(interrupt_after=2)
     code, out, _ = drive(["abcdef", KeyboardInterrupt(), "/show"], conv)
-    assert code == 0 and out.bots == ["fe"] and "(stopped)" in out.notes and "echo model" in out.notes[-1]
+    assert code == 0 and out.bots == ["fe"] and "echo model" in out.notes[-1]
+    assert out.notes[0].startswith("(stopped: what was written is kept as the turn")
 
 
 def test_triple_quotes_make_one_multi_line_turn_and_bye_leaves():
@@ -219,7 +221,7 @@ def test_a_real_terminal_session(tiny_ckpt, tmp_path):
     child.expect("\x1b\\[36m")  # the answer starts, in colour
     time.sleep(1.0)  # a long generation is under way
     child.sendintr()
-    child.expect(r"\(stopped\)")
+    child.expect(r"\(stopped: what was written is kept")
     child.expect(">")  # prompt_toolkit draws the prompt with cursor moves, not a literal "> "
     child.sendline("/show")
     child.expect("temp 0.9")

@@ -16,7 +16,7 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
 @click.option("--user-prefix", default="", help='Put before each of your turns, e.g. "ROMEO:\\n".')
 @click.option("--bot-prefix", default="", help='Put before each answer, e.g. "\\nJULIET:\\n".')
 @device_option
-def chat(checkpoint, temp, top_k, top_p, length, seed, stop, user_prefix, bot_prefix, device) -> None:
+def chat(checkpoint, user_prefix, bot_prefix, device, **sampling) -> None:
     """Talk with a model: each line you type becomes context, then the model writes.
 
     The model's memory is its hidden state, carried across the whole conversation at a
@@ -33,7 +33,7 @@ def chat(checkpoint, temp, top_k, top_p, length, seed, stop, user_prefix, bot_pr
     from chargen.generate import Generator
     from chargen.repl import Repl
 
-    config = sample_config(temp, top_k, top_p, length, seed, stop or CHAT_STOP)
+    config = sample_config(sampling, default_stop=CHAT_STOP)
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
     conversation = Conversation(generator, config, Framing(unescape(user_prefix), unescape(bot_prefix)))
     describe = generator.describe
@@ -63,7 +63,13 @@ def _terminal_reader():
         history = FileHistory(str(chats_dir().parent / "chat_history"))
     except OSError:
         history = InMemoryHistory()
-    session = PromptSession(history=history)
+    from prompt_toolkit.completion import NestedCompleter
+
+    from chargen.repl import COMMANDS, SETTINGS
+
+    commands: dict = dict.fromkeys(COMMANDS)
+    commands["/set"] = dict.fromkeys(SETTINGS)
+    session = PromptSession(history=history, completer=NestedCompleter.from_nested_dict(commands))
     # prompt_toolkit keeps bytes that are not UTF-8 as lone surrogates; they become U+FFFD, as in a pipe
     return lambda prompt: session.prompt(prompt).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
@@ -83,6 +89,10 @@ class PlainOutput:
     def end_answer(self) -> None:
         if not self.last.endswith("\n"):
             self._write("\n")
+
+    def candidates(self, answers: list[tuple[int, str]]) -> None:
+        for k, (seed, text) in enumerate(answers, 1):
+            self._write(f"--- answer {k} of {len(answers)} (seed {seed}) ---\n{text}\n")
 
     def note(self, text: str) -> None:
         sys.stderr.write(text + "\n")
@@ -109,6 +119,21 @@ class TerminalOutput(PlainOutput):
     def end_answer(self) -> None:
         sys.stdout.write(self.RESET)
         super().end_answer()
+
+    def candidates(self, answers: list[tuple[int, str]]) -> None:
+        """Side by side, numbered, as many columns as the terminal has room for."""
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(highlight=False)
+        per_row = max(1, min(len(answers), console.width // 28))
+        for start in range(0, len(answers), per_row):
+            table = Table(show_lines=False, expand=True)
+            row = answers[start : start + per_row]
+            for k, (seed, _) in enumerate(row, start + 1):
+                table.add_column(f"[{k}] seed {seed}", style="cyan", overflow="fold", ratio=1)
+            table.add_row(*(text for _, text in row))
+            console.print(table)
 
     def note(self, text: str) -> None:
         sys.stderr.write(f"{self.DIM}{text}{self.RESET}\n")

@@ -27,7 +27,8 @@ def device_option(f):
 
 
 def sampling_options(f):
-    """-t -k -p -l --seed --stop, shared by `sample` and `chat`."""
+    """The sampling settings, shared by `sample` and `chat`: each reaches the command as a keyword argument
+    named as in SampleConfig, and `sample_config(settings)` makes them one."""
     d = SampleConfig
     for option in reversed(
         [
@@ -38,6 +39,37 @@ def sampling_options(f):
             click.option(
                 "-p", "--top-p", type=float, default=None, help="Nucleus sampling: the smallest set of mass p."
             ),
+            click.option(
+                "--min-p", type=float, default=None, help="Only tokens at least P times as likely as the top."
+            ),
+            click.option(
+                "--repeat-penalty",
+                type=float,
+                default=d.repeat_penalty,
+                show_default=True,
+                help="Make tokens seen in the last --repeat-window this much less likely; 1 is off.",
+            ),
+            click.option(
+                "--repeat-window",
+                type=int,
+                default=d.repeat_window,
+                show_default=True,
+                help="Tokens the penalties look back over.",
+            ),
+            click.option(
+                "--presence-penalty",
+                type=float,
+                default=d.presence_penalty,
+                show_default=True,
+                help="Lower each token seen in the window by this (-2 to 2).",
+            ),
+            click.option(
+                "--frequency-penalty",
+                type=float,
+                default=d.frequency_penalty,
+                show_default=True,
+                help="Lower each token by this times its count in the window (-2 to 2).",
+            ),
             click.option("-l", "--length", type=int, default=d.length, show_default=True, help="Characters to write."),
             click.option("--seed", type=int, default=None, help="Seed of the draw: same seed, same text."),
             click.option("--stop", multiple=True, help="Stop when this string appears (repeatable); \\n escapes work."),
@@ -47,10 +79,17 @@ def sampling_options(f):
     return f
 
 
-def sample_config(temp, top_k, top_p, length, seed, stop) -> SampleConfig:
+SAMPLING = ("temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_window", "presence_penalty")
+SAMPLING += ("frequency_penalty", "length", "seed", "stop")
+
+
+def sample_config(flags: dict, default_stop: tuple[str, ...] = ()) -> SampleConfig:
+    """The SampleConfig of the sampling flags in `flags` (which it removes from it); escapes in --stop read."""
     from chargen.config import unescape
 
-    return SampleConfig(temp=temp, top_k=top_k, top_p=top_p, length=length, seed=seed, stop=tuple(map(unescape, stop)))
+    settings = {name: flags.pop(name) for name in SAMPLING}
+    settings["stop"] = tuple(map(unescape, settings["stop"])) or default_stop
+    return SampleConfig(**settings)
 
 
 def resolve_checkpoint(path: str | None):

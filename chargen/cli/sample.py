@@ -28,7 +28,7 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
     "arithmetic (AVX512-BF16, AMX), slower on other CPUs; the text differs from fp32's.",
 )
 @device_option
-def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file, num_samples, bf16, device) -> None:
+def sample(checkpoint, prime, prime_file, num_samples, bf16, device, **sampling) -> None:
     """Write text from a trained model to stdout.
 
     \b
@@ -43,7 +43,7 @@ def sample(checkpoint, temp, top_k, top_p, length, seed, stop, prime, prime_file
 
     if group.STDOUT_CLOSED:
         raise ChargenError("standard output is closed: there is nowhere to write the text (redirect it to a file)")
-    config = sample_config(temp, top_k, top_p, length, seed, stop)  # a bad flag is told before torch loads
+    config = sample_config(sampling)  # a bad flag is told before torch loads
     prime = "".join(read_chunks(corpus_files(prime_file))) if prime_file else unescape(as_text("prime", prime))
     import torch
 
