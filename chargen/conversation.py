@@ -7,10 +7,10 @@ since every turn keeps its state (see `chargen.turns`), any turn can be gone bac
 answered again (`retry`), continued (`more`), branched from (`goto`, then a new line) or
 answered N ways at once (`best`, then `pick`), exactly.
 
-Randomness is part of the state: the conversation draws from one generator, seeded by the
-`seed` setting (fresh when it is none), and every turn keeps the generator's state after its
-answer. Going back to a turn (`undo`, `redo`, `goto`) goes back to its random state too, so the
-same line gives the same answer; `retry` and `best` draw onward, so each try differs.
+Randomness only moves forward: the conversation draws from one generator, seeded by the `seed`
+setting (fresh when it is none), and going back (`undo`, `goto`) never replays the numbers an
+earlier answer used, so no two branches share a random stream. The same seed and the same
+commands replay a whole session exactly; `/save` keeps the generator's state with the tree.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class Conversation:
         self.tree = TurnTree()
         self.at = 0  # the turn the conversation stands at
         self.rng = self.generator.rng(self.config.seed)
-        self.tree[0].rng = self.rng.get_state()
         self.candidates: list[tuple[int, str, Primed, torch.Tensor]] = []  # from best(): seed, text, state, rng
         self._redo: list[int] = []
 
@@ -143,7 +142,8 @@ class Conversation:
         return [(seed, text) for seed, text, _, _ in self.candidates]
 
     def pick(self, k: int) -> Turn:
-        """Keep answer `k` (from 1) of the last `best` as the turn, on a branch beside the others."""
+        """Keep answer `k` (from 1) of the last `best` as the turn, on a branch beside the others; the random
+        draw goes on as that answer's own stream would have."""
         if not self.candidates:
             raise ChargenError("nothing to pick from: /best N draws N answers first")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.candidates):
@@ -184,15 +184,11 @@ class Conversation:
         return self.turn
 
     def _move(self, turn_id: int) -> None:
-        """Stand at `turn_id`, with the random state it was left with; this turn keeps the one it has now."""
-        self.turn.rng = self.rng.get_state()
         self.at = turn_id
-        self.candidates = []
-        if self.turn.rng is not None:
-            self.rng.set_state(self.turn.rng)
+        self.candidates = []  # they belong to the turn they were drawn at
 
     def _enter(self, turn: Turn) -> None:
-        """Stand at a turn just added: the random draw goes on from where it was."""
+        """Stand at a turn just added."""
         self._move(turn.id)
         self._redo.clear()
         self.tree.prune(keep=self.at)
@@ -230,7 +226,6 @@ class Conversation:
         if path.exists() and not overwrite:
             raise ChargenError(f"a conversation called {name!r} exists already: /save! {name} replaces it")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.turn.rng = self.rng.get_state()
         turns = [
             {
                 "id": t.id,
@@ -241,7 +236,6 @@ class Conversation:
                 "state": None if t.after is None else list(t.after.state),
                 "logits": None if t.after is None else t.after.logits,
                 "recent": None if t.after is None else t.after.recent,
-                "rng": t.rng,
                 "freed": t.freed,
             }
             for t in self.tree.turns.values()
@@ -253,6 +247,7 @@ class Conversation:
                 "turns": turns,
                 "at": self.at,
                 "redo": list(self._redo),
+                "rng": self.rng.get_state(),
                 "config": {**self.config.to_dict(), "stop": list(self.config.stop)},
                 "framing": self.framing.__dict__,
             },
@@ -274,14 +269,15 @@ class Conversation:
             if not all(isinstance(v, str) for v in framing.__dict__.values()):
                 raise TypeError("framing")
             tree, at, redo = self._tree(data)
+            rng = _rng(data.get("rng"), self.rng.get_state().numel())
         except (KeyError, TypeError, ValueError, AttributeError, ChargenError) as e:
             raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
         self.config, self.framing = config, framing
         self.reset()
         self.tree, self._redo = tree, redo
         self.at = at
-        if self.turn.rng is not None:
-            self.rng.set_state(self.turn.rng)
+        if rng is not None:
+            self.rng.set_state(rng)
         return path
 
     def _tree(self, data: dict) -> tuple[TurnTree, int, list[int]]:
@@ -290,7 +286,6 @@ class Conversation:
         if not isinstance(data.get("turns"), list):  # saved before conversations were trees: the start holds it all
             tree[0].fed, tree[0].after = _str(data["text"]), self._primed(data["state"], data["logits"], None)
             return tree, 0, []
-        size = self.rng.get_state().numel()
         for saved in sorted(data["turns"], key=lambda t: t["id"]):
             turn_id, parent = saved["id"], saved["parent"]
             if not isinstance(turn_id, int) or (turn_id == 0) != (parent is None) or (turn_id and turn_id in tree):
@@ -300,7 +295,7 @@ class Conversation:
             turn = tree[0] if turn_id == 0 else tree.add(parent, turn_id)
             turn.line, turn.fed, turn.answer = _str(saved["line"]), _str(saved["fed"]), _str(saved["answer"])
             turn.after = self._primed(saved["state"], saved["logits"], saved["recent"])
-            turn.rng, turn.freed = _rng(saved["rng"], size), bool(saved["freed"])
+            turn.freed = bool(saved["freed"])
         at, redo = data["at"], data["redo"]
         if at not in tree or not all(r in tree for r in redo):
             raise ValueError("it stands at a turn it does not have")

@@ -1,4 +1,4 @@
-"""The tree of a conversation's turns: every turn keeps the hidden state and random state it left behind.
+"""The tree of a conversation's turns: every turn keeps the hidden state it left behind.
 
 Turn 0 is the start. Each later turn is a line the person typed, framed as it was fed to the
 model, and the model's answer; its parent is the turn it followed. Going back to a turn and
@@ -11,8 +11,6 @@ single branch longer than that the oldest turns keep their text but free their s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from torch import Tensor
 
 from chargen.generate import Primed
 
@@ -27,7 +25,6 @@ class Turn:
     fed: str = ""  # the text fed to the model for it: the line, framed and on a line of its own
     answer: str = ""  # what the model wrote
     after: Primed | None = None  # the state after the answer; None for a fresh model, or once freed
-    rng: Tensor | None = None  # the random generator's state after the answer
     children: list[int] = field(default_factory=list)
     freed: bool = False  # its state was let go to keep the tree within MAX_TURNS
 
@@ -79,7 +76,7 @@ class TurnTree:
                 del self.turns[victim.id]
             else:
                 victim = next(t for t in self.path(keep) if not t.freed and t.id not in (0, keep))
-                victim.after, victim.rng, victim.freed = None, None, True
+                victim.after, victim.freed = None, True
             gone.append(victim.id)
         return gone
 

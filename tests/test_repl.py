@@ -197,6 +197,7 @@ def test_undo_returns_to_the_state_before_the_last_turn(tiny_ckpt):
     conv.feed("and then something else entirely")
     "".join(conv.answer())
     assert conv.undo() and conv.undo()
+    conv.set("seed", 3)  # the same seed again: from the restored state, the same answer
     conv.feed("the king")
     assert "".join(conv.answer()) == first
 
@@ -226,6 +227,20 @@ def test_a_real_terminal_session(tiny_ckpt, tmp_path):
     child.sendline("/show")
     child.expect("temp 0.9")
     child.expect(">")
+    child.send("/tre")
+    time.sleep(0.3)
+    child.send("\t")  # Tab completes the command
+    time.sleep(0.3)
+    child.send("\r")
+    child.expect("0 start")
+    child.expect(">")
+    child.sendline("/set length 12")
+    child.expect("length = 12")
+    child.sendline("/best 2")
+    child.expect(r"\[1\] seed \d+")  # side by side: both headers on one line
+    child.expect(r"\[2\] seed \d+")
+    child.expect("/pick K keeps answer K")
+    child.expect(">")
     time.sleep(0.3)  # let prompt_toolkit take the terminal before Ctrl-D arrives
     child.sendeof()
     child.expect(pexpect.EOF)
@@ -239,3 +254,12 @@ def test_a_conversation_from_python_stops_at_a_blank_line_as_the_chat_does(tiny_
     from chargen.conversation import Conversation
 
     assert Conversation(chargen.load(tiny_ckpt, "cpu")).config.stop == CHAT_STOP == ("\n\n",)
+
+
+def test_a_branching_session_in_a_pipe(tiny_ckpt, tmp_path):
+    lines = "the king\n/retry\n/best 2\n/pick 2\n/goto 1\n/continue\n/tree\n"
+    result = chat(tiny_ckpt, "--seed", "2", "-l", "30", stdin=lines, env={"CHARGEN_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("the king\n") == 3  # the turn, its retry, the picked answer: each as fed
+    assert "--- answer 1 of 2 (seed " in result.stdout and "--- answer 2 of 2 (seed " in result.stdout
+    assert "at turn 1" in result.stderr and "─*1 " in result.stderr and "<- here" in result.stderr

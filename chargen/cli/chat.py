@@ -63,15 +63,26 @@ def _terminal_reader():
         history = FileHistory(str(chats_dir().parent / "chat_history"))
     except OSError:
         history = InMemoryHistory()
-    from prompt_toolkit.completion import NestedCompleter
+    session = PromptSession(history=history, completer=_completer())
+    # prompt_toolkit keeps bytes that are not UTF-8 as lone surrogates; they become U+FFFD, as in a pipe
+    return lambda prompt: session.prompt(prompt).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _completer():
+    """Tab completes a slash command, and a setting's name after /set."""
+    from prompt_toolkit.completion import Completer, Completion
 
     from chargen.repl import COMMANDS, SETTINGS
 
-    commands: dict = dict.fromkeys(COMMANDS)
-    commands["/set"] = dict.fromkeys(SETTINGS)
-    session = PromptSession(history=history, completer=NestedCompleter.from_nested_dict(commands))
-    # prompt_toolkit keeps bytes that are not UTF-8 as lone surrogates; they become U+FFFD, as in a pipe
-    return lambda prompt: session.prompt(prompt).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    class Slash(Completer):
+        def get_completions(self, document, complete_event):
+            words = document.text_before_cursor.split(" ")
+            choices = COMMANDS if len(words) == 1 else SETTINGS if words[0] == "/set" and len(words) == 2 else ()
+            for choice in choices:
+                if choice.startswith(words[-1]) and words[-1].startswith("/") == (len(words) == 1):
+                    yield Completion(choice, start_position=-len(words[-1]))
+
+    return Slash()
 
 
 class PlainOutput:
