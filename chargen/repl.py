@@ -165,6 +165,7 @@ class Repl:
     def _retry(self) -> None:
         c = self.conversation
         pieces = c.retry()
+        self.out.note(f"turn {c.at}: the last answer drawn again (turn {c.tree[c.turn.parent].children[-2]} stays)")
         self.out.fed(c.turn.fed, c.framing.bot_prefix)
         self._write(pieces)
 
@@ -182,6 +183,7 @@ class Repl:
 
     def _pick(self, k: str) -> None:
         turn = self.conversation.pick(_number(k, "/pick K"))
+        self.out.note(f"turn {turn.id}: answer {k} kept")
         self.out.fed(turn.fed, self.conversation.framing.bot_prefix)
         self.out.bot(turn.answer)
         self.out.end_answer()
