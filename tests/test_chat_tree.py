@@ -279,3 +279,31 @@ def test_penalties_make_repeats_rarer(model):
     greedy = "".join(model.generate("the king", length=400, temp=0.0))
     penalised = "".join(model.generate("the king", length=400, temp=0.0, repeat_penalty=1.5, frequency_penalty=0.5))
     assert repeats(penalised) < repeats(greedy) and math.isfinite(repeats(greedy))
+
+
+def test_a_conversation_saved_before_trees_still_loads(model, tmp_path, monkeypatch):
+    from chargen import checkpoint
+
+    monkeypatch.setenv("CHARGEN_HOME", str(tmp_path))
+    conv = conversation(model)
+    say(conv, "the king")
+    (tmp_path / "chats").mkdir()
+    checkpoint.save(  # the layout of chat files before the tree
+        {
+            "kind": "chat",
+            "model": conv._model_id(),
+            "text": conv.text,
+            "turns": 1,
+            "state": list(conv.turn.after.state),
+            "logits": conv.turn.after.logits,
+            "config": {**conv.config.to_dict(), "stop": list(conv.config.stop)},
+            "framing": conv.framing.__dict__,
+        },
+        tmp_path / "chats" / "old.pt",
+    )
+    old = conversation(model)
+    old.load("old")
+    assert old.text == conv.text and old.at == 0
+    conv.set("seed", 1)
+    old.set("seed", 1)
+    assert say(old, "the queen") == say(conv, "the queen")
