@@ -12,7 +12,7 @@ from chargen.conversation import Conversation
 from chargen.errors import ChargenError
 from chargen.generate import penalize, sample
 
-from .test_repl import Recorder
+from .test_repl import Recorder, drive
 
 
 @pytest.fixture(scope="module")
@@ -206,32 +206,12 @@ def test_the_tree_keeps_at_most_max_turns_states(model, monkeypatch):
 # -- the loop ---------------------------------------------------------------------------------------
 
 
-def drive(conv, lines):
-    queue = list(lines)
-
-    def read(prompt):
-        if not queue:
-            raise EOFError
-        item = queue.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    from chargen.repl import Repl
-
-    out = Recorder()
-    out.fed_texts = []
-    out.fed = lambda text, prefix: out.fed_texts.append(text)
-    out.candidates = lambda answers: out.notes.append(f"{len(answers)} candidates")
-    return Repl(conv, read, out, describe=lambda: "model").run(), out
-
-
 def test_every_tree_command_through_the_loop(model):
     conv = conversation(model)
-    code, out = drive(
-        conv,
+    code, out, _ = drive(
         ["the king", "/retry", "/continue", "/best 2", "/pick 1", "/tree", "/branches", "/undo", "/redo", "/goto 1"]
         + ["/goto 99", "/pick 9", "/best x", "/goto", "/help"],
+        conv,
     )
     notes = "\n".join(out.notes)
     assert code == 0 and len(out.bots) == 4  # the answer, the retry, the continuation, the picked one

@@ -63,7 +63,13 @@ class Echo:
 
 class Recorder(Output):
     def __init__(self):
-        self.bots, self.notes, self.current = [], [], ""
+        self.bots, self.notes, self.current, self.fed_texts = [], [], "", []
+
+    def fed(self, text, bot_prefix):
+        self.fed_texts.append(text)
+
+    def candidates(self, answers):
+        self.notes.append(f"{len(answers)} candidates")
 
     def bot(self, text):
         self.current += text

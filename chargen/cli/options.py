@@ -42,34 +42,14 @@ def sampling_options(f):
             click.option(
                 "--min-p", type=float, default=None, help="Only tokens at least P times as likely as the top."
             ),
-            click.option(
+            _setting(
                 "--repeat-penalty",
-                type=float,
-                default=d.repeat_penalty,
-                show_default=True,
-                help="Make tokens seen in the last --repeat-window this much less likely; 1 is off.",
+                float,
+                "Make tokens seen in the last --repeat-window this much less likely; 1 is off.",
             ),
-            click.option(
-                "--repeat-window",
-                type=int,
-                default=d.repeat_window,
-                show_default=True,
-                help="Tokens the penalties look back over.",
-            ),
-            click.option(
-                "--presence-penalty",
-                type=float,
-                default=d.presence_penalty,
-                show_default=True,
-                help="Lower each token seen in the window by this (-2 to 2).",
-            ),
-            click.option(
-                "--frequency-penalty",
-                type=float,
-                default=d.frequency_penalty,
-                show_default=True,
-                help="Lower each token by this times its count in the window (-2 to 2).",
-            ),
+            _setting("--repeat-window", int, "Tokens the penalties look back over."),
+            _setting("--presence-penalty", float, "Lower each token seen in the window by this (-2 to 2)."),
+            _setting("--frequency-penalty", float, "Lower each token by this times its count in the window (-2 to 2)."),
             click.option("-l", "--length", type=int, default=d.length, show_default=True, help="Characters to write."),
             click.option("--seed", type=int, default=None, help="Seed of the draw: same seed, same text."),
             click.option("--stop", multiple=True, help="Stop when this string appears (repeatable); \\n escapes work."),
@@ -77,6 +57,12 @@ def sampling_options(f):
     ):
         f = option(f)
     return f
+
+
+def _setting(flag: str, kind: type, help: str):
+    """An option for a SampleConfig field, with the field's default."""
+    default = getattr(SampleConfig, flag.removeprefix("--").replace("-", "_"))
+    return click.option(flag, type=kind, default=default, show_default=True, help=help)
 
 
 SAMPLING = ("temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_window", "presence_penalty")
