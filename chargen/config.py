@@ -261,6 +261,31 @@ class SampleConfig(_Plain):
         self.stop = tuple(s for s in self.stop if s)
 
 
+@dataclass
+class LearnConfig(_Plain):
+    """Dynamic evaluation: the model takes a small step on each window of text it has just read and scored."""
+
+    learn_rate: float = 3e-4
+    """Size of each step, in units of each weight's RMS-normalised gradient (--learn-rate)."""
+    learn_window: int = 64
+    """Tokens read (and scored) before each step: the truncated-BPTT window (--learn-window)."""
+    learn_decay: float = 0.001
+    """Each step pulls the weights this fraction of the way back to the trained ones (--learn-decay)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(0 < self.learn_rate <= 1, "learn_rate", f"must be in (0, 1], not {self.learn_rate}")
+        _require(
+            1 <= self.learn_window <= MAX_WIDTH,
+            "learn_window",
+            f"must be from 1 to {MAX_WIDTH}, not {self.learn_window}",
+        )
+        _require(0 <= self.learn_decay <= 1, "learn_decay", f"must be in [0, 1], not {self.learn_decay}")
+
+    def describe(self) -> str:
+        return f"learn rate {self.learn_rate:g}, window {self.learn_window}, decay {self.learn_decay:g}"
+
+
 def setting_types(cls) -> dict[str, type]:
     """{name: the plain type a person types} of a settings dataclass: int, float, str or bool."""
     out = {}

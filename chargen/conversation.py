@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from chargen.config import CHAT_STOP, MAX_SEED, SampleConfig, as_text
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
 from chargen.turns import Turn, TurnTree
+
+if TYPE_CHECKING:
+    from chargen.dynamic import Learner
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Conversation:
     generator: Generator
     config: SampleConfig = field(default_factory=lambda: SampleConfig(stop=CHAT_STOP))
     framing: Framing = field(default_factory=Framing)
+    learner: Learner | None = None  # with one, the model learns from each turn (its weights, not the file's)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, SampleConfig):
@@ -68,6 +73,7 @@ class Conversation:
         as_text("user_prefix", self.framing.user_prefix)
         as_text("bot_prefix", self.framing.bot_prefix)
         self.reset()
+        self._identity = self._model_id()  # of the trained weights: a learner changes them as it goes
 
     def reset(self) -> None:
         """A fresh hidden state and an empty tree."""
@@ -76,6 +82,9 @@ class Conversation:
         self.rng = self.generator.rng(self.config.seed)
         self.candidates: list[tuple[int, str, Primed, torch.Tensor]] = []  # from best(): seed, text, state, rng
         self._redo: list[int] = []
+        self.learnt: list[int] = []  # the turns the learner's weights have learnt from, in order
+        if self.learner is not None:
+            self.learner.reset()
 
     @property
     def text(self) -> str:
@@ -94,6 +103,7 @@ class Conversation:
         fed = f"{self.framing.user_prefix}{line.removesuffix(chr(10))}\n{self.framing.bot_prefix}"
         if self.text and not self.text.endswith("\n"):
             fed = "\n" + fed  # a turn starts on a new line
+        self._learn_to(self.at)
         after = self._read(self.turn, fed)
         self._enter(self.tree.add(self.at, line=line, fed=fed, after=after))
         return after.unknown
@@ -117,6 +127,7 @@ class Conversation:
     def more(self) -> Iterator[str]:
         """More of the last answer, from where it stopped (on a branch of its own if turns follow it)."""
         turn = self._answered()
+        self._learn_to(turn.parent)
         if turn.children:
             self._enter(
                 self.tree.add(turn.parent, line=turn.line, fed=turn.fed, answer=turn.answer, after=turn.after.copy())
@@ -206,7 +217,28 @@ class Conversation:
 
     def _before(self, turn: Turn) -> Primed:
         """The state `turn`'s answer was written from: its parent's, with its line read."""
+        self._learn_to(turn.parent)
         return self._read(self.tree[turn.parent], turn.fed)
+
+    def _learn_to(self, turn_id: int) -> None:
+        """With a learner: weights that have learnt from exactly the turns on the way to `turn_id`.
+
+        Learning is lazy (a turn is learnt when the conversation moves past it) and exact: a
+        weight state is a function of the turns learnt, so going back replays them from the
+        trained weights (cost: one backward pass over the branch's text)."""
+        if self.learner is None:
+            return
+        path = [t for t in self.tree.path(turn_id) if t.fed + t.answer]
+        if self.learnt != [t.id for t in path[: len(self.learnt)]]:
+            self.learner.reset()
+            self.learnt = []
+        for turn in path[len(self.learnt) :]:
+            parent = self.tree[turn.parent] if turn.parent is not None else None
+            if parent is not None and parent.freed:
+                raise ChargenError(f"turn {parent.id}'s state was freed: the model cannot learn that far back")
+            ids = self.generator.tokenizer.encode(turn.fed + turn.answer)
+            self.learner.read(ids, parent.after.state if parent and parent.after else None)
+            self.learnt.append(turn.id)
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -243,11 +275,13 @@ class Conversation:
         checkpoint.save(
             {
                 "kind": "chat",
-                "model": self._model_id(),
+                "model": self._identity,
                 "turns": turns,
                 "at": self.at,
                 "redo": list(self._redo),
                 "rng": self.rng.get_state(),
+                "learnt": list(self.learnt),
+                "learner": self.learner.state_dict() if self.learner else None,
                 "config": {**self.config.to_dict(), "stop": list(self.config.stop)},
                 "framing": self.framing.__dict__,
             },
@@ -261,7 +295,7 @@ class Conversation:
         if not path.exists():
             raise ChargenError(f"no saved conversation {name!r} (looked for {path}); /save NAME makes one")
         data = checkpoint.load(path, kind="chat")
-        if data.get("model") != self._model_id():
+        if data.get("model") != self._identity:
             raise ChargenError(f"{path} was saved with another model: its hidden state means nothing to this one")
         try:
             config = SampleConfig.from_dict({**data["config"], "stop": tuple(data["config"]["stop"])})
@@ -270,10 +304,20 @@ class Conversation:
                 raise TypeError("framing")
             tree, at, redo = self._tree(data)
             rng = _rng(data.get("rng"), self.rng.get_state().numel())
+            learnt = data.get("learnt") or []
+            if not all(t in tree for t in learnt):
+                raise ValueError("it learnt from turns it does not have")
         except (KeyError, TypeError, ValueError, AttributeError, ChargenError) as e:
             raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
         self.config, self.framing = config, framing
         self.reset()
+        if self.learner is not None and data.get("learner") is not None:
+            try:
+                self.learner.load_state_dict(data["learner"])
+            except (KeyError, TypeError, ValueError) as e:
+                self.learner.reset()
+                raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
+            self.learnt = list(learnt)
         self.tree, self._redo = tree, redo
         self.at = at
         if rng is not None:

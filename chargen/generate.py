@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from chargen.config import DEFAULT_DEVICE, SampleConfig, as_text
 from chargen.errors import SettingError
 from chargen.model import CharLM, State, resolve_device
 from chargen.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from chargen.dynamic import Learner
 
 
 def sample(
@@ -208,12 +212,12 @@ class Generator:
 
     # -- state ---------------------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def prime(self, text: str, batch: int = 1, primed: Primed | None = None) -> Primed:
+    def prime(self, text: str, batch: int = 1, primed: Primed | None = None, learner: Learner | None = None) -> Primed:
         """Feed `text` through the model (after `primed`, if given); unknown characters are skipped.
 
         The text runs as one stream, a window at a time, and its final state is copied to
-        `batch` streams: memory stays flat however long the prime and however many samples."""
+        `batch` streams: memory stays flat however long the prime and however many samples.
+        With `learner` (whose model is this one), the model learns from the prime as it reads it."""
         as_text("prime", text)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise SettingError(f"batch must be a whole number, 1 or more, not {batch!r}", "batch")
@@ -229,6 +233,15 @@ class Generator:
             if not len(ids):
                 return Primed(primed.state, primed.logits, unknown)
             state = primed.state
+        if learner is not None and len(ids) > 1:
+            if state[0].shape[1] != 1:
+                raise SettingError("a model learns from a prime in one stream: prime first, then fan out", "batch")
+            _, state = learner.read(ids, state)  # learns from every window but the last token's successor
+            ids = ids[-1:]
+        with torch.inference_mode():
+            return self._feed(ids, state, batch, unknown)
+
+    def _feed(self, ids: np.ndarray, state: State, batch: int, unknown: list[str]) -> Primed:
         logits = None
         for lo in range(0, len(ids), PRIME_WINDOW):
             x = torch.from_numpy(ids[lo : lo + PRIME_WINDOW]).to(self.device)

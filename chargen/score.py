@@ -6,6 +6,7 @@ and a compressor compare on one scale (bits per character = nats / ln 2).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from chargen.config import LearnConfig
 from chargen.errors import CorpusError
 from chargen.model import CharLM, State
 
@@ -61,14 +63,16 @@ class Score:
     nats_per_char: float
     chars: int
     unknown: list[str] = field(default_factory=list)  # characters the model never saw, scored as unknown
+    dynamic: LearnConfig | None = None  # the settings, when the model learnt as it read
 
     @property
     def bits_per_char(self) -> float:
         return self.nats_per_char / math.log(2)
 
 
-def score_file(generator, path: str | os.PathLike) -> Score:
-    """`path` (a text file or a folder) scored under `generator`'s model, on its device."""
+def score_file(generator, path: str | os.PathLike, dynamic: LearnConfig | None = None) -> Score:
+    """`path` (a text file or a folder) scored under `generator`'s model, on its device. With `dynamic`,
+    a copy of the model learns as it reads, in one stream (see `chargen.dynamic`); the model is unchanged."""
     from chargen.data import corpus_files, read_chunks
 
     tok = generator.tokenizer
@@ -80,5 +84,10 @@ def score_file(generator, path: str | os.PathLike) -> Score:
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     if len(ids) < 2:
         raise CorpusError(f"{path} is too short to score: it needs at least two characters")
-    nats = evaluate(generator.model, ids, generator.device) / scored_chars(tok, ids, chars)
-    return Score(nats, chars, list(unknown))
+    if dynamic is None:
+        nats = evaluate(generator.model, ids, generator.device)
+    else:
+        from chargen.dynamic import Learner
+
+        nats, _ = Learner(copy.deepcopy(generator.model).float(), dynamic).read(ids)
+    return Score(nats / scored_chars(tok, ids, chars), chars, list(unknown), dynamic)

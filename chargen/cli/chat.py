@@ -7,7 +7,15 @@ import sys
 import click
 
 from chargen.cli import cli
-from chargen.cli.options import checkpoint_option, device_option, resolve_checkpoint, sample_config, sampling_options
+from chargen.cli.options import (
+    checkpoint_option,
+    device_option,
+    learn_config,
+    learn_options,
+    resolve_checkpoint,
+    sample_config,
+    sampling_options,
+)
 
 
 @cli.command()
@@ -15,8 +23,12 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
 @sampling_options
 @click.option("--user-prefix", default="", help='Put before each of your turns, e.g. "ROMEO:\\n".')
 @click.option("--bot-prefix", default="", help='Put before each answer, e.g. "\\nJULIET:\\n".')
+@click.option(
+    "--learn", is_flag=True, help="Let the model learn from the conversation as it goes (saved with the session)."
+)
+@learn_options
 @device_option
-def chat(checkpoint, user_prefix, bot_prefix, device, **sampling) -> None:
+def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None:
     """Talk with a model: each line you type becomes context, then the model writes.
 
     The model's memory is its hidden state, carried across the whole conversation at a
@@ -34,9 +46,17 @@ def chat(checkpoint, user_prefix, bot_prefix, device, **sampling) -> None:
     from chargen.repl import Repl
 
     config = sample_config(sampling, default_stop=CHAT_STOP)
+    learning = learn_config(sampling)
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
-    conversation = Conversation(generator, config, Framing(unescape(user_prefix), unescape(bot_prefix)))
-    describe = generator.describe
+    learner = None
+    if learn:
+        from chargen.dynamic import Learner
+
+        learner = Learner(generator.model, learning)  # this session's copy of the weights; the file stays
+    framing = Framing(unescape(user_prefix), unescape(bot_prefix))
+    conversation = Conversation(generator, config, framing, learner=learner)
+    learnt = f"\nlearning from the conversation: {learning.describe()}" if learn else ""
+    describe = lambda: generator.describe() + learnt
     if sys.stdin.isatty() and sys.stdout.isatty():
         out, read = TerminalOutput(), _terminal_reader()
         out.note(f"chatting with {describe()}\ntype a line and press Enter; /help for commands, Ctrl-D to leave")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chargen.config import DEFAULT_DEVICE, DEVICES, SampleConfig
+from chargen.config import DEFAULT_DEVICE, DEVICES, LearnConfig, SampleConfig
 
 
 def checkpoint_option(f):
@@ -88,3 +88,30 @@ def resolve_checkpoint(path: str | None):
     found = checkpoint.newest()
     console.info(f"using {found} (the newest best.pt; pick another with -c)")
     return found
+
+
+def learn_options(f):
+    """--learn-rate --learn-window --learn-decay: how a model learns as it reads (eval --dynamic, --learn)."""
+    d = LearnConfig
+    for option in reversed(
+        [
+            click.option("--learn-rate", type=float, default=d.learn_rate, show_default=True, help="Step size."),
+            click.option(
+                "--learn-window", type=int, default=d.learn_window, show_default=True, help="Tokens read per step."
+            ),
+            click.option(
+                "--learn-decay",
+                type=float,
+                default=d.learn_decay,
+                show_default=True,
+                help="Pull back toward the trained weights per step.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def learn_config(flags: dict) -> LearnConfig:
+    """The LearnConfig of the learning flags in `flags` (which it removes from it)."""
+    return LearnConfig(**{name: flags.pop(name) for name in ("learn_rate", "learn_window", "learn_decay")})

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from chargen.cli import cli
-from chargen.cli.options import checkpoint_option, device_option, resolve_checkpoint, sample_config, sampling_options
+from chargen.cli.options import (
+    checkpoint_option,
+    device_option,
+    learn_config,
+    learn_options,
+    resolve_checkpoint,
+    sample_config,
+    sampling_options,
+)
 
 
 @cli.command()
@@ -27,8 +35,10 @@ from chargen.cli.options import checkpoint_option, device_option, resolve_checkp
     help="Run the model in bfloat16: about twice as fast for many samples (-n 64) on a CPU with bf16 "
     "arithmetic (AVX512-BF16, AMX), slower on other CPUs; the text differs from fp32's.",
 )
+@click.option("--learn", is_flag=True, help="Let the model learn from the prime as it reads it (dynamic evaluation).")
+@learn_options
 @device_option
-def sample(checkpoint, prime, prime_file, num_samples, bf16, device, **sampling) -> None:
+def sample(checkpoint, prime, prime_file, num_samples, bf16, learn, device, **sampling) -> None:
     """Write text from a trained model to stdout.
 
     \b
@@ -44,6 +54,9 @@ def sample(checkpoint, prime, prime_file, num_samples, bf16, device, **sampling)
     if group.STDOUT_CLOSED:
         raise ChargenError("standard output is closed: there is nowhere to write the text (redirect it to a file)")
     config = sample_config(sampling)  # a bad flag is told before torch loads
+    learning = learn_config(sampling)
+    if learn and bf16:
+        raise ChargenError("--learn takes gradient steps in fp32: drop --bf16 or --learn")
     prime = "".join(read_chunks(corpus_files(prime_file))) if prime_file else unescape(as_text("prime", prime))
     import torch
 
@@ -51,7 +64,12 @@ def sample(checkpoint, prime, prime_file, num_samples, bf16, device, **sampling)
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     generator = Generator.load(resolve_checkpoint(checkpoint), device, dtype)
-    primed = generator.prime(prime, batch=num_samples)
+    learner = None
+    if learn:
+        from chargen.dynamic import Learner
+
+        learner = Learner(generator.model, learning)  # this process's copy of the weights; the file stays
+    primed = generator.prime(prime, batch=num_samples, learner=learner)
     if primed.unknown:
         console.warn(f"the prime has characters the model never saw, left out: {' '.join(map(repr, primed.unknown))}")
     texts = [prime] * num_samples
