@@ -265,7 +265,7 @@ class SampleConfig(_Plain):
 class LearnConfig(_Plain):
     """Dynamic evaluation: the model takes a small step on each window of text it has just read and scored."""
 
-    learn_rate: float = 3e-4
+    learn_rate: float = 1e-3
     """Size of each step, in units of each weight's RMS-normalised gradient (--learn-rate)."""
     learn_window: int = 64
     """Tokens read (and scored) before each step: the truncated-BPTT window (--learn-window)."""

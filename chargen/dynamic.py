@@ -3,10 +3,11 @@
 Each window of `learn_window` tokens is scored first, with the weights as they are, and only
 then does the model take one gradient step on it (truncated BPTT, the state carried from the
 window before), so a name or a line read minutes ago is likely again when it comes back, and no
-score ever depends on an update that saw its token. The step is RMS-normalised per weight (a
-running mean of squared gradients, as in RMSprop; Krause et al. take it from the training data,
-this takes it from the text read so far) and every step pulls the weights back toward the
-trained ones by `learn_decay`, so the model adapts to the text without forgetting its training.
+score ever depends on an update that saw its token. The step is RMS-normalised per weight (Adam
+with no momentum: a running mean of squared gradients, bias-corrected; Krause et al. take that
+mean from the training data, this takes it from the text read so far) and every step pulls the
+weights back toward the trained ones by `learn_decay`, so the model adapts to the text without
+forgetting its training.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from chargen.config import LearnConfig
 from chargen.model import CharLM, State, detach
 
 BETA = 0.99  # the running mean of squared gradients forgets at this rate per step
-EPS = 1e-8
 
 
 class Learner:
@@ -34,8 +34,14 @@ class Learner:
         model.rnn.dropout = 0.0
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.trained = [p.detach().clone() for p in self.params]
-        self.square = [torch.zeros_like(p) for p in self.params]
-        self.steps = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the trained weights, with nothing learnt."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.trained)
+        fused = self.params[0].device.type in ("cpu", "cuda")  # one kernel for all weights
+        self.optimizer = torch.optim.Adam(self.params, lr=self.config.learn_rate, betas=(0.0, BETA), fused=fused)
 
     def read(
         self, ids: np.ndarray, state: State | None = None, scores: list[float] | None = None
@@ -67,44 +73,26 @@ class Learner:
         return float(total), state
 
     def _step(self, loss: torch.Tensor) -> None:
-        self.model.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.steps += 1
-        lr, decay = self.config.learn_rate, self.config.learn_decay
-        with torch.no_grad():
-            for p, square, trained in zip(self.params, self.square, self.trained):
-                square.mul_(BETA).addcmul_(p.grad, p.grad, value=1 - BETA)
-                rms = (square / (1 - BETA**self.steps)).sqrt_().add_(EPS)
-                p.addcdiv_(p.grad, rms, value=-lr)
-                p.add_(trained - p, alpha=decay)
-
-    def reset(self) -> None:
-        """Back to the trained weights, with nothing learnt."""
-        with torch.no_grad():
-            for p, trained, square in zip(self.params, self.trained, self.square):
-                p.copy_(trained)
-                square.zero_()
-        self.steps = 0
+        self.optimizer.step()
+        with torch.no_grad():  # each weight a little of the way back to its trained value
+            torch._foreach_lerp_(self.params, self.trained, self.config.learn_decay)
 
     # -- what a session saves to go on learning where it stopped --------------------------------
 
     def state_dict(self) -> dict:
-        return {"weights": self.model.state_dict(), "square": list(self.square), "steps": self.steps}
+        return {"weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, data: dict) -> None:
         """Weights and statistics saved by `state_dict`; ValueError when they do not fit this model."""
-        square, steps = data["square"], data["steps"]
-        if (
-            not isinstance(steps, int)
-            or steps < 0
-            or not isinstance(square, list)
-            or len(square) != len(self.square)
-            or not all(isinstance(s, torch.Tensor) and s.shape == t.shape for s, t in zip(square, self.square))
-        ):
-            raise ValueError("its learning statistics do not fit this model")
         try:
             self.model.load_state_dict(data["weights"])
-        except (RuntimeError, TypeError, AttributeError):
-            raise ValueError("its learnt weights do not fit this model") from None
-        device = self.square[0].device
-        self.square, self.steps = [s.to(device, t.dtype) for s, t in zip(square, self.square)], steps
+            self.optimizer.load_state_dict(data["optimizer"])
+            for p in self.params:
+                for value in self.optimizer.state.get(p, {}).values():
+                    if isinstance(value, torch.Tensor) and value.dim() and value.shape != p.shape:
+                        raise ValueError("its learning statistics are of another shape")
+        except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as e:
+            self.reset()
+            raise ValueError(f"its learnt weights do not fit this model ({e})") from None
