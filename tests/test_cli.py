@@ -72,7 +72,8 @@ def test_train_sample_eval_info_end_to_end(tmp_path, corpus_path):
 
     scored = run("eval", "-c", out / "best.pt", corpus_path, "--json")
     data = json.loads(scored.stdout)
-    assert set(data) == {"nats_per_char", "bits_per_char", "chars"} and data["chars"] == len(corpus_path.read_text())
+    assert set(data) == {"nats_per_char", "bits_per_char", "chars", "dynamic"} and data["dynamic"] is None
+    assert data["chars"] == len(corpus_path.read_text())
     assert abs(data["bits_per_char"] * 0.6931471805599453 - data["nats_per_char"]) < 1e-5
 
     info = json.loads(run("info", out / "best.pt", "--json").stdout)
