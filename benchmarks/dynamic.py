@@ -3,7 +3,7 @@
     python benchmarks/dynamic.py corpora          # write the texts to benchmarks/out/dynamic/
     python benchmarks/dynamic.py train            # a 5-minute model of each (skipped when it exists)
     python benchmarks/dynamic.py sweep            # the dynamic settings, tried on the tuning text only
-    python benchmarks/dynamic.py table            # static, dynamic, xz -9e and zstd -19 --long on each tail
+    python benchmarks/dynamic.py table [NAME...]  # static, dynamic, xz -9e and zstd -19 --long on each tail
 
 The texts: tiny shakespeare; the Python source of numpy (not its tests); Russian fortunes
 (Debian's fortunes-ru, UTF-8); the source of hypothesis, on which the dynamic settings were
@@ -123,7 +123,10 @@ def sweep() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("step", choices=["corpora", "train", "sweep", "table"])
+    ap.add_argument("names", nargs="*", help=f"table: only these of {', '.join(REPORTED)}")
     args = ap.parse_args()
+    if unknown := set(args.names) - set(REPORTED):
+        ap.error(f"no text named {', '.join(sorted(unknown))}; choose from {', '.join(REPORTED)}")
     if args.step == "corpora":
         write_corpora()
     elif args.step == "train":
@@ -131,7 +134,7 @@ def main() -> None:
     elif args.step == "sweep":
         sweep()
     else:
-        table(REPORTED)
+        table(tuple(args.names) or REPORTED)
 
 
 if __name__ == "__main__":
