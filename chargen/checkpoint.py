@@ -29,6 +29,7 @@ import torch
 from chargen.config import ModelConfig, TrainConfig, as_path
 from chargen.errors import CheckpointError, SettingError
 from chargen.files import atomic_write
+from chargen.lines import LineSets
 from chargen.tokenizer import Tokenizer, tokenizer_from_dict
 
 FORMAT = "chargen-checkpoint"
@@ -169,6 +170,23 @@ def _check_tensors(data: Any, path: Path) -> None:
             todo.extend((v, depth + 1) for v in x)
 
 
+BUNDLED = {"shakespeare": "tiny shakespeare"}  # models shipped in the package, by name
+
+
+def bundled(name: str) -> Path | None:
+    """The file of the model shipped in the package as `name`, or None."""
+    from importlib.resources import files
+
+    path = Path(str(files("chargen") / "bundled" / f"{name}.pt")) if name in BUNDLED else None
+    return path if path is not None and path.is_file() else None
+
+
+def locate(path: str | os.PathLike) -> Path:
+    """`path` when it exists; else the bundled model of that name (`shakespeare`), if there is one."""
+    path = as_path("path", path)
+    return path if path.exists() else bundled(str(path)) or path
+
+
 def newest(root: str | os.PathLike = "checkpoints", name: str = "best.pt") -> Path:
     """The most recently written `name` under `root`, for commands given no -c."""
     found = sorted(Path(root).rglob(name), key=lambda p: p.stat().st_mtime) if Path(root).is_dir() else []
@@ -218,6 +236,7 @@ class ModelCheckpoint:
     position: Position
     corpus: CorpusInfo
     metrics: list[dict] = field(default_factory=list)
+    lines: LineSets | None = None  # a line-mode model's training and validation lines, as hashes
     # what an exact resume needs beyond the weights
     optimizer: dict | None = None
     batch_size: int | None = None  # the batch the run trained at (fewer streams than asked, for a short text)
@@ -263,6 +282,7 @@ class ModelCheckpoint:
             },
             "corpus": asdict(self.corpus),
             "metrics": self.metrics,
+            "lines": None if self.lines is None else self.lines.to_dict(),
         }
 
     @classmethod
@@ -284,6 +304,8 @@ class ModelCheckpoint:
             metrics = _field(data, "metrics", list)
             if not all(isinstance(m, dict) for m in metrics):
                 raise ValueError("metrics holds something other than records")
+            lines = data.get("lines")
+            lines = None if lines is None else LineSets.from_dict(_field(data, "lines", dict))
         except SettingError as e:
             raise CheckpointError(f"{where} holds an invalid setting ({e}): it is damaged or not chargen's") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -296,6 +318,7 @@ class ModelCheckpoint:
             position,
             corpus,
             metrics,
+            lines,
             optimizer=data.get("optimizer"),
             batch_size=batch,
             state=state,
@@ -311,8 +334,9 @@ def save_model(ckpt: ModelCheckpoint, path: str | os.PathLike) -> None:
 
 
 def read(path: str | os.PathLike) -> ModelCheckpoint:
-    """The model checkpoint at `path`, verified and typed."""
-    return ModelCheckpoint.from_dict(load(path, kind="model"), Path(path))
+    """The model checkpoint at `path` (or the bundled model of that name), verified and typed."""
+    path = locate(path)
+    return ModelCheckpoint.from_dict(load(path, kind="model"), path)
 
 
 def _field(data: dict, key: str, kind: type):

@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_DEVICE = "auto"  # where sample, chat, eval and the Python API run: the GPU when there is one
 TOKENIZERS = ("char", "sp")
 SP_MODELS = ("unigram", "bpe")
+LINE_STATES = ("carry", "reset")
 DEFAULT_TIME = "5m"  # the budget of a run given no --steps, --epochs or --time
 CHAT_STOP = ("\n\n",)  # a chat answer ends at a blank line unless told otherwise
 MAX_LAYERS, MAX_WIDTH = 64, 1 << 16  # far beyond any model that trains in a day, and a bound on what a file may ask
@@ -181,6 +182,10 @@ class TrainConfig(_Plain):
     """SentencePiece vocabulary size (--vocab-size)."""
     sp_model: str = "unigram"
     """SentencePiece model type, unigram or bpe (--sp-model)."""
+    lines: bool = False
+    """Each line is one example (names, words, titles); a random val_frac of the lines is held out (--lines)."""
+    line_state: str = "carry"
+    """Line mode: carry the state from example to example, or read each from a fresh state (--line-state)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -208,6 +213,12 @@ class TrainConfig(_Plain):
             f"must be from {MIN_SP_VOCAB} (256 go to bytes) to {MAX_WIDTH}, not {self.vocab_size}",
         )
         _one_of("sp_model", self.sp_model, SP_MODELS)
+        _one_of("line_state", self.line_state, LINE_STATES)
+        _require(
+            not (self.lines and self.tokenizer != "char"),
+            "lines",
+            "works with characters: drop --tokenizer sp (a list's lines are short)",
+        )
         if self.steps is None and self.epochs is None and self.time is None:
             self.time = parse_duration(DEFAULT_TIME)
 

@@ -39,6 +39,7 @@ class Framing:
 
     user_prefix: str = ""
     bot_prefix: str = ""
+    start: str = ""  # read before the first turn: a line-mode model's line boundary
 
 
 def chats_dir() -> Path:
@@ -72,6 +73,7 @@ class Conversation:
             raise SettingError(f"config must be a SampleConfig, not {self.config!r}", "config")
         as_text("user_prefix", self.framing.user_prefix)
         as_text("bot_prefix", self.framing.bot_prefix)
+        as_text("start", self.framing.start)
         self.reset()
         self._identity = self._model_id()  # of the trained weights: a learner changes them as it goes
 
@@ -101,7 +103,9 @@ class Conversation:
         """Read the person's line into the state, as a new turn; returns the characters the model never saw."""
         as_text("line", line)
         fed = f"{self.framing.user_prefix}{line.removesuffix(chr(10))}\n{self.framing.bot_prefix}"
-        if self.text and not self.text.endswith("\n"):
+        if not self.text:
+            fed = self.framing.start + fed
+        elif not self.text.endswith("\n"):
             fed = "\n" + fed  # a turn starts on a new line
         self._learn_to(self.at)
         after = self._read(self.turn, fed)
@@ -114,7 +118,7 @@ class Conversation:
         turn = self.turn
         if turn.id == 0 or turn.after is None:
             raise ChargenError("nothing to answer yet: type a line first")
-        for _, piece in self.generator.stream(turn.after, self.config, [self.rng]):  # turn.after advances
+        for _, piece in self.generator.stream(turn.after, self.config, [self.rng], keep_stop=True):  # advances
             turn.answer += piece
             yield piece
 
@@ -147,7 +151,7 @@ class Conversation:
             tuple(s.expand(-1, n, -1).contiguous() for s in before.state), before.logits.expand(n, -1).contiguous()
         )
         texts = [""] * n
-        for b, piece in self.generator.stream(batch, self.config, generators):
+        for b, piece in self.generator.stream(batch, self.config, generators, keep_stop=True):
             texts[b] += piece
         self.candidates = [(seeds[b], texts[b], batch.select(b), generators[b].get_state()) for b in range(n)]
         return [(seed, text) for seed, text, _, _ in self.candidates]

@@ -17,12 +17,16 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chargen.errors import CorpusError
 from chargen.files import atomic_write
 from chargen.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from chargen.lines import LineSets
 
 CHUNK_CHARS = 1 << 20
 MIN_CHARS = 100  # below this there is nothing to learn, whatever the settings
@@ -145,6 +149,7 @@ class Corpus:
     val_chars: int
     fingerprint: str = ""  # SHA-256 of the ids: the same text under the same tokenizer, and nothing else
     skipped: list[str] = field(default_factory=list)  # files and folders of a folder corpus that were left out
+    lines: LineSets | None = None  # in line mode, the training and validation lines
 
 
 def load_corpus(
@@ -154,17 +159,20 @@ def load_corpus(
     fit: Callable[[Callable[[], Iterator[str]]], Tokenizer] | None = None,
     fit_key: str = "char",
     cache_dir: Path | None = None,
+    lines: bool = False,
 ) -> Corpus:
     """Read, split and encode `path`, using the cache when it is fresh and intact.
 
     With no `tokenizer`, `fit(train_text)` builds one from a callable that yields the
     training part's chunks (char vocabularies look at the whole text: see `fit_chars`).
     Every cache file carries a checksum; one that does not match is rebuilt, never trusted.
+    With `lines`, each line is an example and a random `val_frac` of them is held out
+    (`chargen.lines`); the text is then read into memory, as a list is small.
     """
     skipped: list[str] = []
     files = corpus_files(path, skipped)
     name = Path(path).stem or "corpus"
-    signature = _signature(files, val_frac)
+    signature = _signature(files, val_frac) + (":lines" if lines else "")
     cache = _cache_dir(cache_dir)
     meta_path = cache / f"{name}-{_key(signature)}.json" if cache else None
     meta = _read_json(meta_path)
@@ -176,9 +184,19 @@ def load_corpus(
         what = "empty" if total == 0 else f"only {total} characters long"
         raise CorpusError(f"{path} is {what}: chargen needs at least a few thousand characters of text to train on")
     split = total - max(1, int(total * val_frac))
+    text: Callable[[], Iterator[str]] = lambda: read_chunks(files)
+    line_sets = None
+    if lines:
+        from chargen.lines import LineSets, examples, joined
+        from chargen.lines import split as split_lines
+
+        train_lines, val_lines = split_lines(examples(read_chunks(files)), val_frac)
+        parts = [joined(train_lines), joined(val_lines)]
+        text, split, total = (lambda: iter(parts)), len(parts[0]), len(parts[0]) + len(parts[1])
+        line_sets = LineSets.of(train_lines, val_lines)
 
     def train_text() -> Iterator[str]:
-        return (text for part, text in split_chunks(read_chunks(files), split) if part == 0)
+        return (chunk for part, chunk in split_chunks(text(), split) if part == 0)
 
     if tokenizer is None:
         tokenizer = _cached_tokenizer(meta["tokenizers"].get(fit_key))
@@ -187,9 +205,10 @@ def load_corpus(
             meta["tokenizers"][fit_key] = tokenizer.to_dict()
             _write_json(meta_path, meta)
     train, val, fingerprint = _encoded(
-        files, split, tokenizer, cache, f"{name}-{_key(signature + tokenizer.fingerprint())}"
+        text, split, tokenizer, cache, f"{name}-{_key(signature + tokenizer.fingerprint())}"
     )
-    return Corpus(name, str(Path(path).resolve()), tokenizer, train, val, split, total - split, fingerprint, skipped)
+    path = str(Path(path).resolve())
+    return Corpus(name, path, tokenizer, train, val, split, total - split, fingerprint, skipped, line_sets)
 
 
 def _cached_tokenizer(data) -> Tokenizer | None:
@@ -209,14 +228,14 @@ def fit_chars(files: list[Path]) -> Callable[[Callable[[], Iterator[str]]], Toke
 
 
 def _encoded(
-    files: list[Path], split: int, tokenizer: Tokenizer, cache: Path | None, stem: str
+    text: Callable[[], Iterator[str]], split: int, tokenizer: Tokenizer, cache: Path | None, stem: str
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(train ids, val ids, their fingerprint), from an intact cache or encoded now, streaming."""
     dtype = tokenizer.dtype
     if cache is None:
         parts: list[list[np.ndarray]] = [[], []]
-        for part, text in split_chunks(read_chunks(files), split):
-            parts[part].append(tokenizer.encode(text).astype(dtype))
+        for part, chunk in split_chunks(text(), split):
+            parts[part].append(tokenizer.encode(chunk).astype(dtype))
         train, val = (np.concatenate(p) if p else np.zeros(0, dtype) for p in parts)
         return train, val, _fingerprint(*(hashlib.sha256(a.tobytes()).hexdigest() for a in (train, val)))
     paths = [cache / f"{stem}.train.bin", cache / f"{stem}.val.bin"]
@@ -228,8 +247,8 @@ def _encoded(
         sizes = [0, 0]
         with contextlib.ExitStack() as stack:
             outs = [stack.enter_context(atomic_write(p)) for p in paths]
-            for part, text in split_chunks(read_chunks(files), split):
-                data = tokenizer.encode(text).astype(dtype).tobytes()
+            for part, chunk in split_chunks(text(), split):
+                data = tokenizer.encode(chunk).astype(dtype).tobytes()
                 outs[part].write(data)
                 hashes[part].update(data)
                 sizes[part] += len(data)
@@ -337,6 +356,7 @@ class StreamBatcher:
         self.windows = usable // seq_len // batch_size  # per epoch, whatever the offset
         self.stream_len = self.windows * seq_len
         self.device = torch.device(device)
+        self.last_tokens = batch_size * seq_len  # tokens of each window
         self._offset = (-1, 0)  # (epoch, its offset)
         if self.device.type == "cpu":
             self.ids = ids  # memory-mapped; each window is copied out as it is needed

@@ -85,6 +85,7 @@ class StopMatcher:
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self.stops, self.pending, self.stopped = stops, "", False
+        self.held = ""  # after a stop: the stop string (and what came with it), read by the model, not shown
 
     def feed(self, text: str) -> str:
         """The text that is now safe to show; after a stop string, nothing more."""
@@ -96,7 +97,7 @@ class StopMatcher:
         hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
         if hits:
             self.stopped = True
-            out, self.pending = self.pending[: min(hits)], ""
+            out, self.held, self.pending = self.pending[: min(hits)], self.pending[min(hits) :], ""
             return out
         hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
         out = self.pending[: len(self.pending) - hold]
@@ -190,6 +191,8 @@ class Generator:
         self.device = resolve_device(device)
         self.model, self.tokenizer = model.to(self.device, dtype).eval(), tokenizer
         self.checkpoint = checkpoint
+        lines = checkpoint is not None and checkpoint.train_config.lines
+        self.line_state = checkpoint.train_config.line_state if lines else None  # reset or carry, in line mode
         self._banned = tokenizer.banned_ids()
         self._banned_ids = torch.tensor(self._banned, dtype=torch.long, device=self.device)
 
@@ -255,16 +258,21 @@ class Generator:
     # -- writing -------------------------------------------------------------------------------
 
     def stream(
-        self, primed: Primed, config: SampleConfig, generators: list[torch.Generator] | None = None
+        self,
+        primed: Primed,
+        config: SampleConfig,
+        generators: list[torch.Generator] | None = None,
+        keep_stop: bool = False,
     ) -> Iterator[tuple[int, str]]:
         """(stream, text) pieces as they are decoded, until every stream has `length` characters or a stop.
 
         `primed` is advanced in place, so the caller holds the state after the last token
         (a chat turn carries on from it). The draw comes from `generators` (one per stream,
         advanced in place, so a later call goes on where this one stopped) or, without them,
-        from one generator seeded with `config.seed`.
+        from one generator seeded with `config.seed`. The stop string is left out of the text,
+        unless `keep_stop` (a chat keeps it, as the state has read it).
         """
-        for pieces in self._steps(primed, config, generators):
+        for pieces in self._steps(primed, config, generators, keep_stop):
             yield from pieces
 
     def rng(self, seed: int | None) -> torch.Generator:
@@ -278,7 +286,7 @@ class Generator:
 
     @torch.inference_mode()
     def _steps(
-        self, primed: Primed, config: SampleConfig, generators: list[torch.Generator] | None
+        self, primed: Primed, config: SampleConfig, generators: list[torch.Generator] | None, keep_stop: bool
     ) -> Iterator[list[tuple[int, str]]]:
         """The pieces of each step together, so inference mode is entered once a step, not once a piece."""
         batch = primed.logits.shape[0]
@@ -317,7 +325,8 @@ class Generator:
             logits, state = self.model.step(ids, state)
             primed.logits, primed.state = logits, state
             yield pieces
-        yield [(b, tail) for b, s in enumerate(stops) if (tail := s.flush()[: max(left[b], 0)])]
+        ends = [s.flush()[: max(left[b], 0)] + (s.held if keep_stop else "") for b, s in enumerate(stops)]
+        yield [(b, tail) for b, tail in enumerate(ends) if tail]
 
     def _counts(self, recent: Tensor | None, batch: int) -> Tensor:
         counts = torch.zeros(batch, self.tokenizer.vocab_size, device=self.device)
@@ -334,6 +343,19 @@ class Generator:
             counts.scatter_add_(1, recent[:, :1], -torch.ones(len(ids), 1, device=counts.device))
             recent = recent[:, 1:]
         return recent, counts
+
+    def sample_lines(
+        self, config: SampleConfig, prime: str = "", n: int = 1, learner: Learner | None = None
+    ) -> list[str]:
+        """`n` whole examples, each starting with `prime`, from a line-mode model: from a fresh state and the
+        line boundary, up to the next line end (or `config.length` characters, or a stop string)."""
+        if "\n" in prime:
+            raise SettingError("a line-mode prime is the start of one line: it cannot hold a line break", "prime")
+        texts = [prime] * n
+        stop = ("\n", *config.stop)
+        for b, piece in self.stream(self.prime("\n" + prime, batch=n, learner=learner), replace(config, stop=stop)):
+            texts[b] += piece
+        return texts
 
     def generate(self, prime: str = "", **settings) -> Iterator[str]:
         """Text after `prime`, yielded piece by piece as it is written.

@@ -151,7 +151,7 @@ def load_corpus_for(corpus, config: TrainConfig, tokenizer=None, reporter: Repor
         from chargen.subword import fitter
 
         fit, key = fitter(config.vocab_size, config.sp_model, (reporter or Reporter()).note)
-    return load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key)
+    return load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key, lines=config.lines)
 
 
 def check_writable(folder: Path) -> None:

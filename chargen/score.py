@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from chargen.config import LearnConfig
-from chargen.errors import CorpusError
+from chargen.errors import ChargenError, CorpusError
+from chargen.lines import evaluate_lines, examples, joined
 from chargen.model import CharLM, State
 
 
@@ -77,14 +78,21 @@ def score_file(generator, path: str | os.PathLike, dynamic: LearnConfig | None =
 
     tok = generator.tokenizer
     chars, unknown, parts = 0, {}, []
-    for chunk in read_chunks(corpus_files(path)):
+    chunks = read_chunks(corpus_files(path))
+    if generator.line_state is not None:  # a list, read as the model was trained on one: line by line
+        if dynamic is not None and generator.line_state == "reset":
+            raise ChargenError("--dynamic reads one stream, and this model reads each line from a fresh state")
+        chunks = iter([joined(examples(chunks))])
+    for chunk in chunks:
         chars += len(chunk)
         unknown.update(dict.fromkeys(tok.unknown(chunk)))
         parts.append(tok.encode(chunk))
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     if len(ids) < 2:
         raise CorpusError(f"{path} is too short to score: it needs at least two characters")
-    if dynamic is None:
+    if generator.line_state == "reset":
+        nats = evaluate_lines(generator.model, ids, int(tok.encode("\n")[0]), generator.device)
+    elif dynamic is None:
         nats = evaluate(generator.model, ids, generator.device)
     else:
         from chargen.dynamic import Learner

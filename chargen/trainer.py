@@ -29,6 +29,7 @@ from chargen.config import ModelConfig, TrainConfig
 from chargen.data import Corpus, StreamBatcher, fit_batch
 from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
 from chargen.files import FolderLock, atomic_write
+from chargen.lines import LineBatcher, evaluate_lines
 from chargen.model import CharLM, detach, resolve_device
 from chargen.score import evaluate, scored_chars
 
@@ -82,12 +83,19 @@ class Trainer:
         self.amp = config.amp and self.device.type == "cuda"
         torch.manual_seed(config.seed)
 
-        batch = fit_batch(len(corpus.train), config.batch_size, config.seq_len)
-        if batch < config.batch_size:
-            self.reporter.note(f"the training text is short: using --batch-size {batch} instead of {config.batch_size}")
         if len(corpus.val) < 2:
             raise ChargenError("the validation text is too short to score: raise --val-frac or use a longer text")
-        self.batcher = StreamBatcher(corpus.train, batch, config.seq_len, self.device, config.seed)
+        self.boundary = int(corpus.tokenizer.encode("\n")[0]) if config.lines else None
+        self.resets = config.lines and config.line_state == "reset"  # every example from a fresh state
+        if self.resets:
+            self.batcher = LineBatcher(
+                corpus.train, self.boundary, config.batch_size, config.seq_len, self.device, config.seed
+            )
+        else:
+            batch = fit_batch(len(corpus.train), config.batch_size, config.seq_len)
+            if batch < config.batch_size:
+                self.reporter.note(f"the training text is short: --batch-size {batch} instead of {config.batch_size}")
+            self.batcher = StreamBatcher(corpus.train, batch, config.seq_len, self.device, config.seed)
         self.chars_per_token = corpus.train_chars / len(corpus.train)
         self.val_scored_chars = scored_chars(corpus.tokenizer, corpus.val, corpus.val_chars)
 
@@ -101,7 +109,7 @@ class Trainer:
             fused=self.device.type in ("cuda", "cpu"),  # one kernel for all parameters
         )
         self.position = Position()
-        self.state = self.model.initial_state(batch, self.device)
+        self.state = self.model.initial_state(self.batcher.batch_size, self.device)
         self.metrics: list[dict] = []
         self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # every loss so far was finite
@@ -239,18 +247,19 @@ class Trainer:
         self.model.train()
         x, y = self.batcher.window(p.epoch, p.window)  # (B, T) each
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, state = self.model(x, self.state)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            logits, state = self.model(x, None if self.resets else self.state)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # padding (in line mode) is skipped
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip, foreach=True)
         self.optimizer.step()
         # Truncated BPTT: the next window starts from this state's values, but its gradient stops here.
-        self.state = detach(state)
+        if not self.resets:
+            self.state = detach(state)
         self._losses.append(loss.detach())  # read at evaluation time: no host sync per step
         self._finite &= torch.isfinite(loss.detach())
-        self._tokens += x.numel()
+        self._tokens += self.batcher.last_tokens
         p.step += 1
         p.window += 1
         if p.window == self.batcher.windows:  # a new epoch restarts every stream, at a new offset
@@ -262,7 +271,10 @@ class Trainer:
         if self.device.type == "cuda":  # steps run ahead of the host: wait for them, so chars/s is true
             torch.cuda.synchronize(self.device)
         train_time = self.clock() - self._since
-        val_nats = evaluate(self.model, self.corpus.val, self.device, self.amp)
+        if self.resets:
+            val_nats = evaluate_lines(self.model, self.corpus.val, self.boundary, self.device)
+        else:
+            val_nats = evaluate(self.model, self.corpus.val, self.device, self.amp)
         val_loss = val_nats / self.val_scored_chars
         self._finite &= math.isfinite(val_loss)
         self._check_finite()
@@ -322,6 +334,7 @@ class Trainer:
                 ),
                 self.metrics,
                 optimizer=self.optimizer.state_dict(),
+                lines=self.corpus.lines,
                 batch_size=self.batcher.batch_size,
                 state=list(self.state),
                 rng=torch.get_rng_state(),

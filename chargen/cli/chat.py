@@ -34,17 +34,22 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
     The model's memory is its hidden state, carried across the whole conversation at a
     constant cost per character. Answers stop at a blank line (set with --stop), at
     --length characters, or at Ctrl-C. /help lists the commands; Ctrl-D or /bye leaves.
+    A line-mode model (trained with --lines) reads your line as one example of its list
+    and answers with one line.
 
     \b
       chargen chat
       chargen chat --user-prefix "ROMEO:\\n" --bot-prefix "\\nJULIET:\\n" -t 0.7
       printf 'ROMEO:\\n' | chargen chat > out.txt
     """
+    from dataclasses import replace
+
     from chargen.config import CHAT_STOP, unescape
     from chargen.conversation import Conversation, Framing
     from chargen.generate import Generator
     from chargen.repl import Repl
 
+    sampling_stop = bool(sampling["stop"])
     config = sample_config(sampling, default_stop=CHAT_STOP)
     learning = learn_config(sampling)
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
@@ -54,6 +59,9 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
 
         learner = Learner(generator.model, learning)  # this session's copy of the weights; the file stays
     framing = Framing(unescape(user_prefix), unescape(bot_prefix))
+    if generator.line_state is not None:  # a list: a line in, a line out, the first after a line boundary
+        framing.start = "\n"
+        config = config if sampling_stop else replace(config, stop=("\n",))
     conversation = Conversation(generator, config, framing, learner=learner)
     learnt = f"\nlearning from the conversation: {learning.describe()}" if learn else ""
     describe = lambda: generator.describe() + learnt

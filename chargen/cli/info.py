@@ -26,7 +26,7 @@ def info(checkpoint, as_json) -> None:
     saved = ckpt.read(checkpoint)
     best, m, t = saved.best_val, saved.model_config, saved.train_config
     summary = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(saved.path),  # a bundled model's name becomes its file
         "format_version": ckpt.VERSION,
         "corpus": asdict(saved.corpus),
         "tokenizer": {"kind": saved.tokenizer.kind, "vocab_size": saved.vocab_size},
@@ -38,15 +38,26 @@ def info(checkpoint, as_json) -> None:
         "elapsed_s": round(saved.position.elapsed, 1),
         "best_val_loss": None if best is None else round(best, 5),
         "best_val_bpc": None if best is None else round(best / math.log(2), 5),
+        "lines": None
+        if saved.lines is None
+        else {"state": t.line_state, "train": len(saved.lines.train), "val": len(saved.lines.val)},
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     c = saved.corpus
     lines = [
-        f"checkpoint   {checkpoint}",
+        f"checkpoint   {saved.path}",
         f"corpus       {c.name}: {c.train_chars:,} train + {c.val_chars:,} val characters",
         f"tokenizer    {saved.tokenizer.kind}, vocabulary {saved.vocab_size:,}",
+        *(
+            [
+                f"line mode    {len(saved.lines.train):,} distinct training and {len(saved.lines.val):,} validation "
+                f"lines, each read from a {t.line_state} state"
+            ]
+            if saved.lines is not None
+            else []
+        ),
         f"model        {m.summary()}, embed {m.embed}, dropout {m.dropout}: {saved.parameters:,} parameters",
         f"training     batch {t.batch_size} x {t.seq_len}, lr {t.lr:g}, weight decay {t.weight_decay:g}, seed {t.seed}",
         f"progress     step {summary['step']:,}, epoch {summary['epoch']:.2f}, {summary['elapsed_s']:.0f}s",

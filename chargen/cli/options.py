@@ -12,7 +12,8 @@ def checkpoint_option(f):
         "-c",
         "--checkpoint",
         type=click.Path(dir_okay=False),
-        help="Checkpoint to load  [default: the newest best.pt under checkpoints/]",
+        help="Checkpoint to load, or 'shakespeare' for the bundled model  [default: the newest best.pt under "
+        "checkpoints/, else the bundled model]",
     )(f)
 
 
@@ -82,10 +83,20 @@ def resolve_checkpoint(path: str | None):
     from pathlib import Path
 
     from chargen import checkpoint, console
+    from chargen.errors import CheckpointError
 
     if path:
         return Path(path)
-    found = checkpoint.newest()
+    try:
+        found = checkpoint.newest()
+    except CheckpointError:
+        if (found := checkpoint.bundled("shakespeare")) is None:
+            raise
+        console.info(
+            "no trained model under checkpoints/: using the bundled tiny shakespeare model "
+            "(train your own with: chargen train FILE)"
+        )
+        return found
     console.info(f"using {found} (the newest best.pt; pick another with -c)")
     return found
 

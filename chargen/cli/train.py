@@ -12,6 +12,7 @@ from chargen.config import (
     CELLS,
     DEFAULT_TIME,
     DEVICES,
+    LINE_STATES,
     SP_MODELS,
     TOKENIZERS,
     ModelConfig,
@@ -73,6 +74,13 @@ def _duration(ctx, param, value):
 )
 @click.option("--vocab-size", type=int, default=T.vocab_size, help="SentencePiece vocabulary size.")
 @click.option("--sp-model", type=click.Choice(SP_MODELS), default=T.sp_model, help="SentencePiece model type.")
+@click.option("--lines", is_flag=True, help="Each line is one example (a list of names, words, titles).")
+@click.option(
+    "--line-state",
+    type=click.Choice(LINE_STATES),
+    default=T.line_state,
+    help="With --lines: carry the state from line to line (better, measured), or read each from a fresh state.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoints are deleted).")
 @click.option("--corpus-changed", is_flag=True, help="Resume although CORPUS is not the text the run was trained on.")
 @click.pass_context
@@ -85,6 +93,7 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
       chargen train corpora/tinyshakespeare.txt               # 5 minutes
       chargen train novel.txt --time 30m --hidden 768
       chargen train code/ --steps 5000 --cell gru
+      chargen train names.txt --lines                         # one example per line
       chargen train --resume checkpoints/novel/last.pt --time 10m
     """
     from chargen import console, run
@@ -103,9 +112,15 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
     parts = [f"{config.steps:,} steps"] if config.steps else []
     parts += [f"{config.epochs:g} epochs"] if config.epochs else []
     parts += [f"{format_duration(config.time)} of wall-clock time"] if config.time else []
+    held = (
+        f"{len(data.lines.train):,} distinct training and {len(data.lines.val):,} validation lines "
+        f"(a random {config.val_frac:g}), each from a {config.line_state} state, "
+        if data.lines is not None
+        else ""
+    )
     console.info(
         f"{'resuming' if resume else 'training'} a {trainer.model_config.summary()} "
-        f"({trainer.model.num_parameters():,} parameters) on {data.name}: "
+        f"({trainer.model.num_parameters():,} parameters) on {data.name}: {held}"
         f"{data.train_chars:,} training and {data.val_chars:,} validation characters, "
         f"vocabulary {data.tokenizer.vocab_size:,} ({data.tokenizer.kind}), on {trainer.device.type}"
     )
