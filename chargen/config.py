@@ -357,3 +357,20 @@ def format_duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclass
+class ServeConfig(_Plain):
+    api_key: str | None = None
+    """Needed on every route but /health when set (--api-key)."""
+    max_sessions: int = 1000
+    """Sessions kept; at the cap the least recently used idle one makes room (--max-sessions)."""
+    session_ttl: float = 1800.0
+    """Seconds a session may sit idle before it expires (--session-ttl)."""
+    model_name: str = "chargen"
+    """The model's name in /v1/models and in each response."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.max_sessions >= 1, "max_sessions", f"must be at least 1, not {self.max_sessions}")
+        _require(self.session_ttl > 0, "session_ttl", f"must be positive, not {self.session_ttl}")

@@ -72,6 +72,7 @@ def cli(debug: bool) -> None:
       chargen chat --user-prefix "ROMEO:\\n" --bot-prefix "JULIET:\\n"
       chargen eval -c checkpoints/tinyshakespeare/best.pt corpora/tinyshakespeare.txt
       chargen info checkpoints/tinyshakespeare/best.pt
+      chargen serve                                  # an HTTP API and a page at localhost:8000
     """
 
 
@@ -100,4 +101,4 @@ def usable_streams() -> None:
             stream.reconfigure(errors=errors)
 
 
-from chargen.cli import chat, evaluate, info, sample, train  # noqa: E402, F401  (each registers its command)
+from chargen.cli import chat, evaluate, info, sample, serve, train  # noqa: E402, F401  (each registers its command)

@@ -1,0 +1,49 @@
+"""`chargen serve`: the model behind a local HTTP API (OpenAI-style completions, sessions, scores) and a page."""
+
+from __future__ import annotations
+
+import click
+
+from chargen.cli import cli
+from chargen.cli.options import checkpoint_option, device_option, resolve_checkpoint
+from chargen.config import ServeConfig
+
+S = ServeConfig
+
+
+@cli.command()
+@checkpoint_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--api-key",
+    envvar="CHARGEN_API_KEY",
+    help="Require 'Authorization: Bearer KEY' on every route but /health (also CHARGEN_API_KEY).",
+)
+@click.option("--max-sessions", type=click.IntRange(min=1), default=S.max_sessions, show_default=True,
+              help="Sessions kept; at the cap the least recently used idle one is dropped.")  # fmt: skip
+@click.option("--session-ttl", type=click.FloatRange(min=1), default=S.session_ttl, show_default=True,
+              help="Seconds a session may sit idle before it expires.")  # fmt: skip
+@device_option
+def serve(checkpoint, host, port, api_key, max_sessions, session_ttl, device) -> None:
+    """Serve a model over HTTP, with a page to write with it at http://HOST:PORT/.
+
+    \b
+      chargen serve -c checkpoints/tinyshakespeare/best.pt
+      curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' \\
+           -d '{"prompt": "ROMEO:", "max_tokens": 200, "temperature": 0.8}'
+    """
+    import uvicorn
+
+    from chargen import console
+    from chargen.generate import Generator
+    from chargen.serve import create_app
+
+    path = resolve_checkpoint(checkpoint)
+    generator = Generator.load(path, device)
+    name = path.parent.name if path.stem in ("best", "last") else path.stem  # checkpoints/NAME/best.pt: NAME
+    config = ServeConfig(api_key or None, max_sessions, session_ttl, model_name=name)
+    app = create_app(generator, config)
+    shown = f"[{host}]" if ":" in host else host
+    console.info(f"serving {generator.describe()}\nat http://{shown}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,380 @@
+"""The HTTP server: OpenAI-style completions, sessions that keep a model's state, per-character scores, a page.
+
+Routes (JSON in and out; errors are `{"error": {"message", "type", "param"}}` with a 4xx):
+
+    GET  /health                 ok once the model is loaded, with the streams in flight
+    GET  /v1/models              the one model served
+    POST /v1/completions         prompt, max_tokens (characters), temperature, top_p, top_k, min_p,
+                                 stop, seed, n, stream (server-sent events), session
+    POST /v1/sessions            a session, optionally primed; a completion naming it continues
+                                 from its state and leaves the state after its text there
+    GET/DELETE /v1/sessions/ID
+    POST /v1/score               per-character surprisal (bits) and the model's top guesses
+    GET  /                       the page (chargen/static/index.html)
+
+Sessions expire after `session_ttl` seconds idle; at `max_sessions` the least recently used
+idle one makes room for a new one (a session in use is never dropped; when all are in use a
+new one is refused with 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+
+import torch
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from chargen.config import MAX_SEED, SampleConfig, ServeConfig
+from chargen.engine import Engine, Stream
+from chargen.errors import ChargenError, SettingError
+from chargen.generate import Generator, Primed
+
+MAX_BODY = 1 << 20  # bytes of a request body
+MAX_PROMPT = 100_000  # characters of a prompt, a prime or a text to score
+MAX_TOKENS = 20_000  # characters one completion may ask for
+MAX_N = 16
+
+
+class RequestError(Exception):
+    """A request that cannot be served as sent: a status, a message a person can act on, the field at fault."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
+        return JSONResponse(body, status_code=self.status)
+
+
+@dataclass
+class Session:
+    primed: Primed
+    text: str
+    used: float
+    busy: bool = False
+
+
+class Server:
+    """The app's state: the model, its engine and the sessions."""
+
+    def __init__(self, generator: Generator, config: ServeConfig | None = None) -> None:
+        self.generator, self.config = generator, config or ServeConfig()
+        self.engine = Engine(generator)
+        self.sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
+        self.created = int(time.time())
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def new_session(self, primed: Primed, text: str) -> str:
+        self.expire()
+        if len(self.sessions) >= self.config.max_sessions:
+            idle = next((k for k, s in self.sessions.items() if not s.busy), None)
+            if idle is None:
+                raise RequestError(429, "every session is in use: try again when one ends", kind="rate_limit_error")
+            del self.sessions[idle]
+        key = f"sess-{uuid.uuid4().hex}"
+        self.sessions[key] = Session(primed, text, time.monotonic())
+        return key
+
+    def session(self, key) -> Session:
+        self.expire()
+        if not isinstance(key, str) or key not in self.sessions:
+            raise RequestError(404, f"there is no session {key!r} (it may have expired): create one", "session")
+        self.sessions.move_to_end(key)
+        found = self.sessions[key]
+        found.used = time.monotonic()
+        return found
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, s in self.sessions.items() if not s.busy and now - s.used > self.config.session_ttl]:
+            del self.sessions[key]
+
+    # -- completions ------------------------------------------------------------------------
+
+    async def prime(self, text: str, primed: Primed | None = None) -> Primed:
+        return await asyncio.to_thread(self.generator.prime, text, 1, primed.copy() if primed else None)
+
+    def start(self, primed: Primed, config: SampleConfig, n: int) -> list[Stream]:
+        """`n` streams from `primed`, each with a generator of its own (seed, seed + 1, ... when seeded),
+        all writing to one queue."""
+        queue: asyncio.Queue = asyncio.Queue()
+        streams = []
+        for i in range(n):
+            seed = None if config.seed is None else (config.seed + i) % (MAX_SEED + 1)
+            streams.append(self.engine.add(primed.copy(), config, self.generator.rng(seed), queue, i))
+        return streams
+
+
+def _json_error(status: int, message: str, param: str | None = None) -> RequestError:
+    return RequestError(status, message, param)
+
+
+async def read_body(request: Request) -> dict:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise RequestError(413, f"the request body is over {MAX_BODY:,} bytes: send less text")
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise _json_error(400, "the body is not JSON: send a JSON object") from None
+    if not isinstance(data, dict):
+        raise _json_error(400, "the body must be a JSON object")
+    return data
+
+
+def text_field(data: dict, name: str, required: bool = False, default: str = "") -> str:
+    value = data.get(name, None)
+    if value is None:
+        if required:
+            raise _json_error(400, f"{name} is missing: send the text to start from", name)
+        return default
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]  # OpenAI clients may send a prompt as a list of one
+    if not isinstance(value, str):
+        raise _json_error(400, f"{name} must be a string", name)
+    if len(value) > MAX_PROMPT:
+        raise _json_error(413, f"{name} is {len(value):,} characters, over the limit of {MAX_PROMPT:,}", name)
+    return value
+
+
+def sample_settings(data: dict) -> tuple[SampleConfig, int]:
+    """The SampleConfig and n of a completion request, in OpenAI's names (max_tokens are characters)."""
+    names = {"max_tokens": "length", "temperature": "temp", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p"}
+    settings: dict = {}
+    for key, field_name in names.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _json_error(400, f"{key} must be a number, not {value!r}", key)
+        if key in ("max_tokens", "top_k") and value != int(value):
+            raise _json_error(400, f"{key} must be a whole number, not {value!r}", key)
+        settings[field_name] = int(value) if key in ("max_tokens", "top_k") else float(value)
+    settings.setdefault("length", 16)  # OpenAI's default for completions
+    if settings["length"] > MAX_TOKENS:
+        raise _json_error(400, f"max_tokens is over the limit of {MAX_TOKENS:,} characters", "max_tokens")
+    stop = data.get("stop")
+    if stop is not None:
+        stop = [stop] if isinstance(stop, str) else stop
+        if not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and s for s in stop)):
+            raise _json_error(400, "stop must be a string or a list of up to 4 non-empty strings", "stop")
+        settings["stop"] = tuple(stop)
+    seed = data.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _json_error(400, f"seed must be a whole number, not {seed!r}", "seed")
+        settings["seed"] = seed
+    n = data.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise _json_error(400, f"n must be a whole number from 1 to {MAX_N}, not {n!r}", "n")
+    try:
+        config = SampleConfig(**settings)
+    except SettingError as e:
+        param = {v: k for k, v in names.items()}.get(e.setting, e.setting)
+        message = str(e).replace(e.setting, param, 1) if e.setting else str(e)
+        raise _json_error(400, message, param) from None
+    return config, n
+
+
+def create_app(generator: Generator, config: ServeConfig | None = None) -> Starlette:
+    """The ASGI app serving `generator`'s model."""
+    server = Server(generator, config)
+    cfg = server.config
+
+    def guarded(handler):
+        async def endpoint(request: Request) -> Response:
+            try:
+                if cfg.api_key and request.url.path != "/health":
+                    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                    if not secrets.compare_digest(given.encode(), cfg.api_key.encode()):
+                        raise RequestError(401, "a valid API key is needed: send Authorization: Bearer KEY")
+                return await handler(request)
+            except RequestError as e:
+                return e.response()
+            except ChargenError as e:
+                return RequestError(400, str(e)).response()
+
+        return endpoint
+
+    async def health(request: Request) -> Response:
+        engine = server.engine
+        status = {"streams": len(engine.streams), "peak_streams": engine.peak, "steps": engine.steps}
+        return JSONResponse({"status": "ok", "model": cfg.model_name, **status, "sessions": len(server.sessions)})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": cfg.model_name, "object": "model", "created": server.created, "owned_by": "chargen"}],
+            }
+        )
+
+    async def completions(request: Request) -> Response:
+        data = await read_body(request)
+        prompt = text_field(data, "prompt", required="session" not in data)
+        config, n = sample_settings(data)
+        session = server.session(data["session"]) if "session" in data else None
+        if session is not None:
+            if session.busy:
+                raise RequestError(409, "the session is writing a completion already: wait for it", "session")
+            if n != 1:
+                raise _json_error(400, "a completion in a session writes one text: n must be 1", "n")
+        primed = await server.prime(prompt, session.primed if session else None)
+        streams = server.start(primed, config, n)
+        if session is not None:
+            session.busy = True
+        key = f"cmpl-{uuid.uuid4().hex}"
+
+        def finished(stream: Stream) -> None:
+            if session is not None:
+                if not stream.cancelled:
+                    session.primed, session.text = stream.primed, session.text + prompt + "".join(stream.text)
+                session.busy, session.used = False, time.monotonic()
+
+        if data.get("stream"):
+            return StreamingResponse(
+                events(key, streams, finished), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
+        try:
+            await watch(request, streams)
+        finally:
+            for s in streams:
+                s.cancelled = s.cancelled or s.finish is None
+            finished(streams[0])
+        choices = [
+            {"text": "".join(s.text), "index": i, "logprobs": None, "finish_reason": s.finish}
+            for i, s in enumerate(streams)
+        ]
+        return JSONResponse(completion(key, choices) | {"usage": usage(prompt, streams)})
+
+    def completion(key: str, choices: list[dict]) -> dict:
+        return {"id": key, "object": "text_completion", "created": int(time.time()), "model": cfg.model_name,
+                "choices": choices}  # fmt: skip
+
+    def usage(prompt: str, streams: list[Stream]) -> dict:
+        written = sum(len("".join(s.text)) for s in streams)
+        return {"prompt_tokens": len(prompt), "completion_tokens": written, "total_tokens": len(prompt) + written}
+
+    async def events(key: str, streams: list[Stream], finished):
+        """Server-sent events: a chunk per piece of text, one with each stream's finish reason, then [DONE].
+        A client that goes away cancels this generator: its streams leave the engine at the next step."""
+        try:
+            left, queue = len(streams), streams[0].queue
+            while left:
+                stream, piece = await queue.get()
+                left -= piece is None
+                text, why = ("", stream.finish) if piece is None else (piece, None)
+                choice = {"text": text, "index": stream.index, "logprobs": None, "finish_reason": why}
+                yield f"data: {json.dumps(completion(key, [choice]))}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            for s in streams:
+                s.cancelled = s.cancelled or s.finish is None
+            finished(streams[0])
+
+    async def create_session(request: Request) -> Response:
+        data = await read_body(request)
+        prime = text_field(data, "prime")
+        primed = await server.prime(prime) if prime else await server.prime("")
+        key = server.new_session(primed, prime)
+        return JSONResponse({"id": key, "object": "session", "text": prime}, status_code=201)
+
+    async def one_session(request: Request) -> Response:
+        key = request.path_params["key"]
+        found = server.session(key)
+        if request.method == "DELETE":
+            if found.busy:
+                raise RequestError(409, "the session is writing a completion: delete it when it ends", "session")
+            del server.sessions[key]
+            return JSONResponse({"id": key, "object": "session", "deleted": True})
+        return JSONResponse({"id": key, "object": "session", "text": found.text, "busy": found.busy})
+
+    async def score(request: Request) -> Response:
+        data = await read_body(request)
+        text = text_field(data, "text", required=True)
+        top = data.get("top_k", 5)
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 20:
+            raise _json_error(400, f"top_k must be a whole number from 1 to 20, not {top!r}", "top_k")
+        return JSONResponse(await asyncio.to_thread(surprisal, generator, text, top))
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse((files("chargen") / "static" / "index.html").read_text(encoding="utf-8"))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        server.engine.start()
+        yield
+        await server.engine.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/health", guarded(health)),
+            Route("/v1/models", guarded(models)),
+            Route("/v1/completions", guarded(completions), methods=["POST"]),
+            Route("/v1/sessions", guarded(create_session), methods=["POST"]),
+            Route("/v1/sessions/{key}", guarded(one_session), methods=["GET", "DELETE"]),
+            Route("/v1/score", guarded(score), methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    return app
+
+
+async def watch(request: Request, streams: list[Stream]) -> None:
+    """Wait for `streams` to end; if the client goes away first, they leave the engine at the next step."""
+    left, queue = len(streams), streams[0].queue
+    getter = asyncio.ensure_future(queue.get())  # never cancelled while an item may be in it: none is lost
+    try:
+        while left:
+            done, _ = await asyncio.wait({getter}, timeout=0.1)
+            if done:
+                left -= getter.result()[1] is None
+                if left:
+                    getter = asyncio.ensure_future(queue.get())
+            elif await request.is_disconnected():
+                for s in streams:
+                    s.cancelled = True
+                return
+    finally:
+        getter.cancel()
+
+
+@torch.inference_mode()
+def surprisal(generator: Generator, text: str, top_k: int = 5) -> dict:
+    """Bits of each character given those before it (the first has no context: null), and the model's top
+    guesses for it. Characters the model never saw score as its unknown symbol."""
+    tok = generator.tokenizer
+    if tok.kind != "char":
+        raise ChargenError("scoring per character needs a character model; this one has subword pieces")
+    ids = torch.as_tensor(tok.encode(text).astype("int64"), device=generator.device)[None]
+    chars = [{"char": c, "bits": None, "top": []} for c in text]
+    total = 0.0
+    if ids.shape[1] > 1:
+        logits, _ = generator.model(ids[:, :-1])
+        logp = logits[0].float().log_softmax(-1)  # (T-1, V): the guesses for characters 1..T-1
+        got = logp.gather(1, ids[0, 1:, None])[:, 0] / -math.log(2)
+        best = logp.topk(min(top_k, logp.shape[1]), -1)
+        for i, (bits, values, at) in enumerate(zip(got.tolist(), best.values.exp().tolist(), best.indices.tolist())):
+            chars[i + 1]["bits"] = round(bits, 4)
+            chars[i + 1]["top"] = [[tok.chars[j], round(p, 4)] for j, p in zip(at, values)]
+            total += bits
+    scored = max(len(text) - 1, 0)
+    return {"chars": chars, "total_bits": round(total, 4), "mean_bits": round(total / scored, 4) if scored else None}

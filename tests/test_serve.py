@@ -1,0 +1,253 @@
+"""chargen serve: the API through an ASGI client and a real uvicorn, the official openai client, the page."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+from starlette.testclient import TestClient
+
+import chargen
+from chargen.config import ServeConfig
+from chargen.score import evaluate
+from chargen.serve import create_app
+
+
+@pytest.fixture(scope="module")
+def model(tiny_ckpt):
+    return chargen.load(tiny_ckpt, "cpu")
+
+
+@pytest.fixture()
+def client(model):
+    with TestClient(create_app(model)) as c:
+        yield c
+
+
+def complete(client, **body):
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def streamed(client, **body) -> list[dict]:
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+def test_a_completion_is_what_generate_writes(client, model):
+    data = complete(client, prompt="the king", max_tokens=60, temperature=0.8, seed=5)
+    want = "".join(model.generate("the king", length=60, temp=0.8, seed=5))
+    assert data["object"] == "text_completion" and data["choices"][0]["text"] == want
+    assert data["choices"][0]["finish_reason"] == "length" and data["usage"]["completion_tokens"] == 60
+    stopped = complete(client, prompt="the king", max_tokens=200, seed=5, stop=["\n"])["choices"][0]
+    assert stopped["finish_reason"] == "stop" and "\n" not in stopped["text"]
+
+
+def test_streamed_pieces_make_the_same_texts_for_each_of_n(client):
+    whole = complete(client, prompt="the", max_tokens=40, seed=1, n=3)["choices"]
+    chunks = streamed(client, prompt="the", max_tokens=40, seed=1, n=3)
+    for i in range(3):
+        mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == i]
+        assert "".join(c["text"] for c in mine) == whole[i]["text"]
+        assert [c["finish_reason"] for c in mine][-1] == "length" and mine[0]["finish_reason"] is None
+    assert len({c["text"] for c in whole}) > 1  # each stream draws on its own
+
+
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        ({}, 400, "prompt"),
+        ({"prompt": 3}, 400, "prompt"),
+        ({"prompt": "a", "temperature": -1}, 400, "temperature"),
+        ({"prompt": "a", "top_p": 2}, 400, "top_p"),
+        ({"prompt": "a", "top_k": 1.5}, 400, "top_k"),
+        ({"prompt": "a", "n": 0}, 400, "n"),
+        ({"prompt": "a", "max_tokens": 10**9}, 400, "max_tokens"),
+        ({"prompt": "a", "stop": [1]}, 400, "stop"),
+        ({"prompt": "a", "seed": "x"}, 400, "seed"),
+        ({"prompt": "a" * 200_000}, 413, "prompt"),
+        ({"prompt": "a", "session": "sess-nope"}, 404, "session"),
+    ],
+)
+def test_bad_requests_get_a_4xx_a_person_can_act_on(client, body, status, param):
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"] and "Traceback" not in error["message"]
+    assert complete(client, prompt="a", max_tokens=5)["choices"][0]["text"]  # the server is unharmed
+
+
+def test_a_body_that_is_not_json_or_too_large(client):
+    assert client.post("/v1/completions", content=b"{nope").status_code == 400
+    assert client.post("/v1/completions", content=b"x" * (2 << 20)).status_code == 413
+
+
+def test_an_api_key_guards_every_route_but_health(model):
+    with TestClient(create_app(model, ServeConfig(api_key="s3cret"))) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/v1/models").status_code == 401
+        assert (
+            c.post("/v1/completions", json={"prompt": "a"}, headers={"Authorization": "Bearer no"}).status_code == 401
+        )
+        ok = c.post(
+            "/v1/completions", json={"prompt": "a", "max_tokens": 3}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert ok.status_code == 200
+
+
+def test_a_session_carries_the_state_between_completions(client, model):
+    sid = client.post("/v1/sessions", json={"prime": "the king "}).json()["id"]
+    first = complete(client, session=sid, prompt="is", max_tokens=30, seed=2)["choices"][0]["text"]
+    assert first == "".join(model.generate("the king is", length=30, seed=2))
+    second = complete(client, session=sid, prompt="\n", max_tokens=30, seed=3)["choices"][0]["text"]
+    assert client.get(f"/v1/sessions/{sid}").json()["text"] == "the king is" + first + "\n" + second
+    primed = model.prime("the king is" + first + "\n")
+    from chargen.config import SampleConfig
+
+    want = "".join(t for _, t in model.stream(primed, SampleConfig(length=30, seed=3)))
+    assert second == want  # the second picks up exactly where the first left the state
+    assert client.delete(f"/v1/sessions/{sid}").json()["deleted"] is True
+    assert client.get(f"/v1/sessions/{sid}").status_code == 404
+
+
+def test_sessions_are_capped_and_expire(model):
+    with TestClient(create_app(model, ServeConfig(max_sessions=2, session_ttl=0.2))) as c:
+        a, b = (c.post("/v1/sessions", json={}).json()["id"] for _ in range(2))
+        c.get(f"/v1/sessions/{a}")  # a is now the more recently used
+        third = c.post("/v1/sessions", json={}).json()["id"]
+        assert c.get(f"/v1/sessions/{b}").status_code == 404  # the least recently used made room
+        assert c.get(f"/v1/sessions/{a}").status_code == c.get(f"/v1/sessions/{third}").status_code == 200
+        time.sleep(0.3)
+        assert c.get(f"/v1/sessions/{a}").status_code == 404  # idle past its time
+
+
+def test_scores_sum_to_the_eval_figure(client, model):
+    text = "the queen and all her men shall ride at dawn"
+    result = client.post("/v1/score", json={"text": text, "top_k": 3}).json()
+    assert result["chars"][0]["bits"] is None and len(result["chars"]) == len(text)
+    ids = model.tokenizer.encode(text)
+    nats = evaluate(model.model, ids, torch.device("cpu"))
+    assert sum(c["bits"] for c in result["chars"][1:]) * math.log(2) == pytest.approx(nats, rel=1e-3)
+    top = result["chars"][5]["top"]
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] > 0
+
+
+# -- a real server ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ckpt, tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "chargen", "serve", "-c", str(tiny_ckpt), "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(
+        args, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(proc.stderr.read())
+    yield url
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+
+
+def test_the_openai_client_streams_a_completion(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server + "/v1", api_key="unused")
+    assert len(client.models.list().data) == 1
+    pieces = [
+        chunk.choices[0].text
+        for chunk in client.completions.create(model="x", prompt="the", max_tokens=50, seed=1, stream=True)
+    ]
+    assert len("".join(pieces)) == 50 and len(pieces) > 10
+    whole = client.completions.create(model="x", prompt="the", max_tokens=50, seed=1)
+    assert whole.choices[0].text == "".join(pieces)
+
+
+def test_concurrent_requests_are_stepped_together(server):
+    results, errors = [], []
+
+    def one(i):
+        try:
+            r = httpx.post(server + "/v1/completions", json={"prompt": "the", "max_tokens": 300, "seed": i}, timeout=60)
+            results.append(r.json()["choices"][0]["text"])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 8 and all(len(r) == 300 for r in results)
+    assert httpx.get(server + "/health").json()["peak_streams"] > 1  # one batched step served several requests
+
+
+def test_a_client_that_leaves_stops_its_stream(server):
+    with httpx.stream("POST", server + "/v1/completions", json={"prompt": "the", "max_tokens": 20_000, "stream": True},
+                      timeout=30) as response:  # fmt: skip
+        next(response.iter_lines())
+    start = time.monotonic()
+    while httpx.get(server + "/health").json()["streams"] and time.monotonic() - start < 5:
+        time.sleep(0.02)
+    health = httpx.get(server + "/health").json()
+    assert health["streams"] == 0  # gone, long before 20,000 characters
+
+
+# -- the page in a real browser ----------------------------------------------------------------------
+
+
+def chromium() -> str | None:
+    return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+
+
+def test_the_page_writes_and_colours(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if chromium() is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.fill("#prompt", "the queen")
+        page.fill("#max_tokens", "200")
+        page.fill("#seed", "1")
+        page.click("#go")
+        page.wait_for_function("document.querySelector('#out').textContent.length >= 'the queen'.length + 200")
+        page.wait_for_function("!document.querySelector('#go').disabled")
+        page.screenshot(path=str(tmp_path / "write.png"))
+        assert page.text_content("#out").startswith("the queen")
+        page.click("#tab-score")
+        page.fill("#score-text", "the king is dead")
+        page.click("#score-go")
+        page.wait_for_selector("#colored span[title]")
+        assert len(page.query_selector_all("#colored span")) == len("the king is dead")
+        page.screenshot(path=str(tmp_path / "score.png"))
+        browser.close()
+    assert not errors
+    assert os.path.getsize(tmp_path / "write.png") > 0
