@@ -1,16 +1,19 @@
 """The serving engine: every stream in flight stepped together, one batched model step per character for all.
 
-A request's streams join between steps and leave between steps (done, stopped, or their
-client gone); nothing waits for a lock held by another request. The model step runs in a
-worker thread, so the event loop goes on accepting requests and sending text meanwhile.
-Each stream draws from its own random generator, so a seeded request writes the same text
-whether it runs alone or beside others (up to the last bits of a batched matrix product).
+The streams live as rows of one batch (their states side by side), stepped back to back by a
+thread of the engine's own: a request's streams join between steps and leave between steps
+(done, stopped, or their client gone), and nothing waits for a lock held by another request.
+The text of each step goes to the event loop in one call, which puts it on each request's
+queue. Each stream draws from its own random generator, so a seeded request writes the same
+text whether it runs alone or beside others (up to the last bits of a batched matrix product).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -19,13 +22,14 @@ from chargen.config import SampleConfig
 from chargen.generate import Generator, Primed, StopMatcher, sample
 
 logger = logging.getLogger(__name__)
+DELIVER_EVERY = 0.02  # seconds: text goes to the event loop at most this often (50 times a second per stream)
 
 
 @dataclass
 class Stream:
-    """One sample being written: its state, its settings, and the queue its text goes to."""
+    """One sample being written: its settings, its decoding, and the queue its text goes to."""
 
-    primed: Primed  # (1, ...) state and next-token logits; advanced in place
+    primed: Primed  # the state it starts from; once it ends, the state after its last character
     config: SampleConfig
     rng: torch.Generator
     stop: StopMatcher
@@ -34,9 +38,8 @@ class Stream:
     queue: asyncio.Queue  # (stream, piece) as text is written, then (stream, None) at its end
     index: int = 0  # among the streams of its request
     text: list[str] = field(default_factory=list)
-    finish: str | None = None  # "stop" (a stop string) or "length"; None while running
+    finish: str | None = None  # "stop" (a stop string), "length", or "error"; None while running
     cancelled: bool = False  # the client is gone: leave at the next step
-    steps: int = 0
 
     @property
     def done(self) -> bool:
@@ -48,19 +51,35 @@ class Engine:
 
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
-        self.streams: list[Stream] = []
+        self.rows: list[Stream] = []  # the batch, in row order (the engine thread's alone)
+        self.state: tuple[torch.Tensor, ...] | None = None  # (layers, rows, hidden) each
+        self.logits: torch.Tensor | None = None  # (rows, V): the next draw of each row
         self.peak = 0  # the most streams stepped together so far
         self.steps = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._pending: list[Stream] = []  # added, not yet in the batch
+        self._outbox: list[tuple[Stream, str | None]] = []  # text written since the last delivery
+        self._delivered = 0.0
+        self._lock = threading.Lock()
+        self._work = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def streams(self) -> int:
+        """Streams in flight: in the batch or about to join it."""
+        return len(self.rows) + len(self._pending)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="chargen-engine", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._closing = True
+        self._work.set()
+        if self._thread:
+            await asyncio.to_thread(self._thread.join)
 
     def add(
         self, primed: Primed, config: SampleConfig, rng: torch.Generator, queue: asyncio.Queue, index: int = 0
@@ -70,69 +89,114 @@ class Engine:
         decoder = self.generator.tokenizer.decoder()
         stream = Stream(primed, config, rng, StopMatcher(config.stop), decoder, config.length, queue, index)
         if config.length == 0:
-            self._end(stream, "length")
-        else:
-            self.streams.append(stream)
-            self._wake.set()
+            stream.finish = "length"
+            queue.put_nowait((stream, None))
+            return stream
+        with self._lock:
+            self._pending.append(stream)
+        self._work.set()
         return stream
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.streams:
-                live = tuple(s for s in self.streams if not s.cancelled)  # streams added meanwhile wait a step
-                self.streams = [s for s in self.streams if not s.cancelled]
-                if not live:
-                    break
-                self.peak = max(self.peak, len(live))
+    # -- the engine's thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closing:
+            self._work.wait()
+            self._work.clear()
+            while not self._closing and (self._join() or self.rows):
                 try:
-                    pieces = await asyncio.to_thread(self._step, live)
+                    ended = self._step()
                 except Exception:  # a fault of the engine's own: end these streams rather than hang them
-                    logger.exception("a step of %d streams failed; they end with finish_reason 'error'", len(live))
-                    pieces = [""] * len(live)
-                    for stream in live:
-                        stream.finish = "error"
-                self.steps += 1
-                for stream, piece in zip(live, pieces):
-                    if piece and not stream.cancelled:
-                        stream.text.append(piece)
-                        stream.queue.put_nowait((stream, piece))
-                    if stream.finish is not None:
-                        stream.queue.put_nowait((stream, None))
-                self.streams = [s for s in self.streams if not s.done]
+                    logger.exception("a step of %d streams failed; they end with finish_reason 'error'", len(self.rows))
+                    out = [(s, None) for s in self.rows]
+                    for s in self.rows:
+                        s.finish = "error"
+                    self.rows, self.state, self.logits = [], None, None
+                    self._deliver(out)
+                    continue
+                self._leave(ended)
+
+    def _join(self) -> bool:
+        """Move the streams added since the last step into the batch; True if any joined."""
+        with self._lock:
+            fresh, self._pending = self._pending, []
+        if not fresh:
+            return False
+        parts = [s.primed for s in fresh]
+        if self.state is not None:
+            parts.insert(0, Primed(self.state, self.logits))
+        self.state = tuple(torch.cat([p.state[i] for p in parts], 1) for i in range(len(parts[0].state)))
+        self.logits = torch.cat([p.logits for p in parts])
+        self.rows += fresh
+        return True
+
+    def _leave(self, ended: list[int]) -> None:
+        """Drop the rows of streams that ended or whose client left."""
+        gone = set(ended) | {b for b, s in enumerate(self.rows) if s.cancelled}
+        if not gone:
+            return
+        keep = [b for b in range(len(self.rows)) if b not in gone]
+        self.rows = [self.rows[b] for b in keep]
+        if not keep:
+            self.state, self.logits = None, None
+            return
+        at = torch.tensor(keep, device=self.logits.device)
+        self.state = tuple(part.index_select(1, at) for part in self.state)
+        self.logits = self.logits.index_select(0, at)
 
     @torch.inference_mode()
-    def _step(self, live: tuple[Stream, ...]) -> list[str]:
-        """Draw one token for each stream, then one model step for all of them; the text each one shows."""
-        model, banned = self.generator.model, self.generator._banned_ids
-        ids = []
-        for s in live:
-            logits = s.primed.logits.clone()
-            if len(banned):
-                logits.index_fill_(1, banned, -torch.inf)
-            c = s.config
-            ids.append(sample(logits, c.temp, c.top_k, c.top_p, s.rng, c.min_p))
-        ids = torch.cat(ids)  # (B,)
-        state = tuple(torch.cat([s.primed.state[i] for s in live], 1) for i in range(len(live[0].primed.state)))
-        logits, state = model.step(ids, state)
-        pieces = []
-        for b, s in enumerate(live):
-            s.primed.logits = logits[b : b + 1]
-            s.primed.state = tuple(part[:, b : b + 1] for part in state)
-            s.steps += 1
-            piece = s.stop.feed(s.decoder.feed(int(ids[b])))[: s.left]
+    def _step(self) -> list[int]:
+        """Draw one token for every row, step the model once for all of them, send the text on; the rows
+        that ended."""
+        rows, logits = self.rows, self.logits  # replaced by this step's, so masking it in place is safe
+        self.peak = max(self.peak, len(rows))
+        banned = self.generator._banned_ids
+        if len(banned):
+            logits.index_fill_(1, banned, -torch.inf)
+        groups: dict[tuple, list[int]] = {}  # streams with the same settings draw in one call, each from its own rng
+        for b, s in enumerate(rows):
+            groups.setdefault((s.config.temp, s.config.top_k, s.config.top_p, s.config.min_p), []).append(b)
+        if len(groups) == 1:
+            ids = sample(logits, *next(iter(groups))[:3], [s.rng for s in rows], rows[0].config.min_p)
+        else:
+            ids = torch.empty(len(rows), dtype=torch.long, device=logits.device)
+            for (temp, top_k, top_p, min_p), members in groups.items():
+                at = torch.tensor(members, device=logits.device)
+                ids[at] = sample(logits[at], temp, top_k, top_p, [rows[b].rng for b in members], min_p)
+        self.logits, self.state = self.generator.model.step(ids, self.state)
+        self.steps += 1
+        out, ended, first = [], [], False  # first: some stream wrote its first text, which goes out at once
+        for b, (s, token) in enumerate(zip(rows, ids.tolist())):
+            if s.cancelled:
+                continue
+            piece = s.stop.feed(s.decoder.feed(token))[: s.left]
             s.left -= len(piece)
             if s.stop.stopped:
                 s.finish = "stop"
             elif s.left <= 0:
                 s.finish = "length"
-            if s.finish == "length":
                 piece += s.stop.flush()[: max(s.left, 0)]
-            pieces.append(piece)
-        return pieces
+            if piece:
+                s.text.append(piece)
+                out.append((s, piece))
+                first = first or len(s.text) == 1
+            if s.finish is not None:  # its state after its last character, for a session to go on from
+                s.primed = Primed(tuple(p[:, b : b + 1].clone() for p in self.state), self.logits[b : b + 1].clone())
+                out.append((s, None))
+                ended.append(b)
+        self._outbox += out
+        now = time.perf_counter()
+        if self._outbox and (ended or first or now - self._delivered >= DELIVER_EVERY):
+            self._deliver(self._outbox)
+            self._outbox, self._delivered = [], now
+        return ended
 
-    @staticmethod
-    def _end(stream: Stream, why: str) -> None:
-        stream.finish = why
-        stream.queue.put_nowait((stream, None))
+    def _deliver(self, items: list[tuple[Stream, str | None]]) -> None:
+        """Hand a step's text to the event loop: one call for all of it."""
+
+        def put() -> None:
+            for stream, piece in items:
+                stream.queue.put_nowait((stream, piece))
+
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(put)

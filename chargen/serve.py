@@ -214,7 +214,7 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
 
     async def health(request: Request) -> Response:
         engine = server.engine
-        status = {"streams": len(engine.streams), "peak_streams": engine.peak, "steps": engine.steps}
+        status = {"streams": engine.streams, "peak_streams": engine.peak, "steps": engine.steps}
         return JSONResponse({"status": "ok", "model": cfg.model_name, **status, "sessions": len(server.sessions)})
 
     async def models(request: Request) -> Response:
@@ -277,11 +277,13 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
         try:
             left, queue = len(streams), streams[0].queue
             while left:
-                stream, piece = await queue.get()
-                left -= piece is None
-                text, why = ("", stream.finish) if piece is None else (piece, None)
-                choice = {"text": text, "index": stream.index, "logprobs": None, "finish_reason": why}
-                yield f"data: {json.dumps(completion(key, [choice]))}\n\n"
+                items = [await queue.get()]
+                while not queue.empty():  # what came meanwhile goes out in one event per stream
+                    items.append(queue.get_nowait())
+                for stream, text, why in merged(items):
+                    left -= why is not None
+                    choice = {"text": text, "index": stream.index, "logprobs": None, "finish_reason": why}
+                    yield f"data: {json.dumps(completion(key, [choice]))}\n\n"
             yield "data: [DONE]\n\n"
         finally:
             for s in streams:
@@ -336,6 +338,19 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
     )
     app.state.server = server
     return app
+
+
+def merged(items: list[tuple[Stream, str | None]]) -> list[tuple[Stream, str, str | None]]:
+    """(stream, text, finish reason or None) of queued (stream, piece) items: a stream's pieces joined, and
+    its end (a None piece) as a finish reason on its last text."""
+    out: dict[int, list] = {}
+    for stream, piece in items:
+        entry = out.setdefault(id(stream), [stream, "", None])
+        if piece is None:
+            entry[2] = stream.finish
+        else:
+            entry[1] += piece
+    return [tuple(entry) for entry in out.values()]
 
 
 async def watch(request: Request, streams: list[Stream]) -> None:
