@@ -119,10 +119,6 @@ class Server:
         return streams
 
 
-def _json_error(status: int, message: str, param: str | None = None) -> RequestError:
-    return RequestError(status, message, param)
-
-
 async def read_body(request: Request) -> dict:
     body = b""
     async for chunk in request.stream():
@@ -132,9 +128,9 @@ async def read_body(request: Request) -> dict:
     try:
         data = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError):
-        raise _json_error(400, "the body is not JSON: send a JSON object") from None
+        raise RequestError(400, "the body is not JSON: send a JSON object") from None
     if not isinstance(data, dict):
-        raise _json_error(400, "the body must be a JSON object")
+        raise RequestError(400, "the body must be a JSON object")
     return data
 
 
@@ -142,14 +138,14 @@ def text_field(data: dict, name: str, required: bool = False, default: str = "")
     value = data.get(name, None)
     if value is None:
         if required:
-            raise _json_error(400, f"{name} is missing: send the text to start from", name)
+            raise RequestError(400, f"{name} is missing: send the text to start from", name)
         return default
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
         value = value[0]  # OpenAI clients may send a prompt as a list of one
     if not isinstance(value, str):
-        raise _json_error(400, f"{name} must be a string", name)
+        raise RequestError(400, f"{name} must be a string", name)
     if len(value) > MAX_PROMPT:
-        raise _json_error(413, f"{name} is {len(value):,} characters, over the limit of {MAX_PROMPT:,}", name)
+        raise RequestError(413, f"{name} is {len(value):,} characters, over the limit of {MAX_PROMPT:,}", name)
     return value
 
 
@@ -162,33 +158,33 @@ def sample_settings(data: dict) -> tuple[SampleConfig, int]:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _json_error(400, f"{key} must be a number, not {value!r}", key)
+            raise RequestError(400, f"{key} must be a number, not {value!r}", key)
         if key in ("max_tokens", "top_k") and value != int(value):
-            raise _json_error(400, f"{key} must be a whole number, not {value!r}", key)
+            raise RequestError(400, f"{key} must be a whole number, not {value!r}", key)
         settings[field_name] = int(value) if key in ("max_tokens", "top_k") else float(value)
     settings.setdefault("length", 16)  # OpenAI's default for completions
     if settings["length"] > MAX_TOKENS:
-        raise _json_error(400, f"max_tokens is over the limit of {MAX_TOKENS:,} characters", "max_tokens")
+        raise RequestError(400, f"max_tokens is over the limit of {MAX_TOKENS:,} characters", "max_tokens")
     stop = data.get("stop")
     if stop is not None:
         stop = [stop] if isinstance(stop, str) else stop
         if not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and s for s in stop)):
-            raise _json_error(400, "stop must be a string or a list of up to 4 non-empty strings", "stop")
+            raise RequestError(400, "stop must be a string or a list of up to 4 non-empty strings", "stop")
         settings["stop"] = tuple(stop)
     seed = data.get("seed")
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise _json_error(400, f"seed must be a whole number, not {seed!r}", "seed")
+            raise RequestError(400, f"seed must be a whole number, not {seed!r}", "seed")
         settings["seed"] = seed
     n = data.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-        raise _json_error(400, f"n must be a whole number from 1 to {MAX_N}, not {n!r}", "n")
+        raise RequestError(400, f"n must be a whole number from 1 to {MAX_N}, not {n!r}", "n")
     try:
         config = SampleConfig(**settings)
     except SettingError as e:
         param = {v: k for k, v in names.items()}.get(e.setting, e.setting)
         message = str(e).replace(e.setting, param, 1) if e.setting else str(e)
-        raise _json_error(400, message, param) from None
+        raise RequestError(400, message, param) from None
     return config, n
 
 
@@ -234,11 +230,15 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
             if session.busy:
                 raise RequestError(409, "the session is writing a completion already: wait for it", "session")
             if n != 1:
-                raise _json_error(400, "a completion in a session writes one text: n must be 1", "n")
-        primed = await server.prime(prompt, session.primed if session else None)
+                raise RequestError(400, "a completion in a session writes one text: n must be 1", "n")
+            session.busy = True  # now, before any wait: a second request on it gets 409
+        try:
+            primed = await server.prime(prompt, session.primed if session else None)
+        except BaseException:
+            if session is not None:
+                session.busy = False
+            raise
         streams = server.start(primed, config, n)
-        if session is not None:
-            session.busy = True
         key = f"cmpl-{uuid.uuid4().hex}"
 
         def finished(stream: Stream) -> None:
@@ -293,8 +293,7 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
     async def create_session(request: Request) -> Response:
         data = await read_body(request)
         prime = text_field(data, "prime")
-        primed = await server.prime(prime) if prime else await server.prime("")
-        key = server.new_session(primed, prime)
+        key = server.new_session(await server.prime(prime), prime)
         return JSONResponse({"id": key, "object": "session", "text": prime}, status_code=201)
 
     async def one_session(request: Request) -> Response:
@@ -312,7 +311,7 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
         text = text_field(data, "text", required=True)
         top = data.get("top_k", 5)
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 20:
-            raise _json_error(400, f"top_k must be a whole number from 1 to 20, not {top!r}", "top_k")
+            raise RequestError(400, f"top_k must be a whole number from 1 to 20, not {top!r}", "top_k")
         return JSONResponse(await asyncio.to_thread(surprisal, generator, text, top))
 
     async def page(request: Request) -> Response:

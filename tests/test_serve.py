@@ -179,10 +179,10 @@ def test_the_openai_client_streams_a_completion(server):
     assert len(client.models.list().data) == 1
     pieces = [
         chunk.choices[0].text
-        for chunk in client.completions.create(model="x", prompt="the", max_tokens=50, seed=1, stream=True)
+        for chunk in client.completions.create(model="x", prompt="the", max_tokens=3000, seed=1, stream=True)
     ]
-    assert len("".join(pieces)) == 50 and len(pieces) > 1
-    whole = client.completions.create(model="x", prompt="the", max_tokens=50, seed=1)
+    assert len("".join(pieces)) == 3000 and len(pieces) > 1  # streamed in pieces as it was written
+    whole = client.completions.create(model="x", prompt="the", max_tokens=3000, seed=1)
     assert whole.choices[0].text == "".join(pieces)
 
 
@@ -214,6 +214,22 @@ def test_a_client_that_leaves_stops_its_stream(server):
         time.sleep(0.02)
     health = httpx.get(server + "/health").json()
     assert health["streams"] == 0  # gone, long before 20,000 characters
+
+
+def test_a_session_writes_one_completion_at_a_time(server):
+    client = httpx.Client(base_url=server, timeout=30)
+    sid = client.post("/v1/sessions", json={"prime": "the"}).json()["id"]
+    body = {"session": sid, "prompt": " king", "max_tokens": 20_000, "stream": True}
+    with client.stream("POST", "/v1/completions", json=body) as response:  # a real server streams as it goes
+        lines = response.iter_lines()  # held: a dropped iterator closes the connection
+        next(lines)
+        busy = client.post("/v1/completions", json={"session": sid, "prompt": "x"})
+        assert busy.status_code == 409 and busy.json()["error"]["param"] == "session"
+    for _ in range(100):  # the client left: the session is free again, its text as before
+        if not client.get(f"/v1/sessions/{sid}").json()["busy"]:
+            break
+        time.sleep(0.05)
+    assert client.get(f"/v1/sessions/{sid}").json() == {"id": sid, "object": "session", "text": "the", "busy": False}
 
 
 # -- the page in a real browser ----------------------------------------------------------------------
