@@ -154,7 +154,11 @@ class Conversation:
         for b, piece in self.generator.stream(batch, self.config, generators, keep_stop=True):
             texts[b] += piece
         self.candidates = [(seeds[b], texts[b], batch.select(b), generators[b].get_state()) for b in range(n)]
-        return [(seed, text) for seed, text, _, _ in self.candidates]
+        return [(seed, self._unstopped(text)) for seed, text, _, _ in self.candidates]
+
+    def _unstopped(self, text: str) -> str:
+        """`text` without the stop string it ended at (kept in the turn, as the state read it; not shown)."""
+        return next((text.removesuffix(s) for s in self.config.stop if text.endswith(s)), text)
 
     def pick(self, k: int) -> Turn:
         """Keep answer `k` (from 1) of the last `best` as the turn, on a branch beside the others; the random
