@@ -107,10 +107,10 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, chars: list[str]) -> None:
         self.chars = [UNK, *chars]  # id i decodes to self.chars[i]
-        points = np.array([ord(c) for c in chars], dtype=np.uint32)
-        order = np.argsort(points)
-        self._sorted_points = points[order]
-        self._sorted_ids = (order + 1).astype(np.uint32)
+        points = np.array([ord(c) for c in chars], dtype=np.int64)
+        # id of every code point up to the highest one known (0, unknown, elsewhere): encoding is one lookup
+        self._ids = np.zeros(int(points.max(initial=0)) + 2, dtype=id_dtype(len(self.chars)))
+        self._ids[points] = np.arange(1, len(points) + 1)
 
     @classmethod
     def fit(cls, chunks: Iterable[str]) -> CharTokenizer:
@@ -122,12 +122,8 @@ class CharTokenizer(Tokenizer):
         return len(self.chars)
 
     def encode(self, text: str) -> np.ndarray:
-        points = code_points(text)
-        if not len(self._sorted_points):
-            return np.zeros(len(points), dtype=self.dtype)
-        at = np.searchsorted(self._sorted_points, points).clip(max=len(self._sorted_points) - 1)
-        found = self._sorted_points[at] == points
-        return np.where(found, self._sorted_ids[at], self.unk_id).astype(self.dtype)
+        points = np.minimum(code_points(text), len(self._ids) - 1)  # past the highest known: the last slot, 0
+        return self._ids[points]
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[i] for i in ids)
