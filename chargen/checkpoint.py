@@ -291,7 +291,8 @@ class ModelCheckpoint:
         where = path or "the checkpoint"
         try:
             model_config = ModelConfig.from_dict(_field(data, "model_config", dict))
-            train_config = TrainConfig.from_dict(_field(data, "train_config", dict))
+            # a run from before the validation cap held out its whole val_frac
+            train_config = TrainConfig.from_dict({"val_chars": None, **_field(data, "train_config", dict)})
             tokenizer = tokenizer_from_dict(_field(data, "tokenizer", dict))
             trainer = _field(data, "trainer", dict)
             position = Position(**{f.name: _number(trainer, f.name) for f in fields(Position)})

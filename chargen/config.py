@@ -170,6 +170,8 @@ class TrainConfig(_Plain):
     """Stop after this many evaluations without a better validation loss (--patience)."""
     val_frac: float = 0.1
     """The last fraction of the text held out for validation (--val-frac)."""
+    val_chars: int | None = 1_000_000
+    """At most this many characters held out, so a corpus of gigabytes is scored in seconds (--val-chars)."""
     seed: int = 1337
     """Seed for weights, dropout and data offsets (--seed)."""
     device: str = "auto"
@@ -204,6 +206,9 @@ class TrainConfig(_Plain):
         _require(self.eval_every >= 1, "eval_every", f"must be at least 1, not {self.eval_every}")
         _require(self.patience is None or self.patience >= 1, "patience", f"must be at least 1, not {self.patience}")
         _require(0 < self.val_frac < 1, "val_frac", f"must be between 0 and 1, not {self.val_frac}")
+        _require(
+            self.val_chars is None or self.val_chars >= 2, "val_chars", f"must be at least 2, not {self.val_chars}"
+        )
         _require(0 <= self.seed <= MAX_SEED, "seed", f"must be from 0 to {MAX_SEED}, not {self.seed}")
         _one_of("device", self.device, DEVICES)
         _one_of("tokenizer", self.tokenizer, TOKENIZERS)

@@ -23,12 +23,13 @@ import numpy as np
 
 from chargen.errors import CorpusError
 from chargen.files import atomic_write
-from chargen.tokenizer import Tokenizer
+from chargen.tokenizer import CharTokenizer, Tokenizer, char_counts
 
 if TYPE_CHECKING:
     from chargen.lines import LineSets
 
 CHUNK_CHARS = 1 << 20
+Progress = Callable[[str, int, "int | None"], None]  # (what is being done, characters done, in all or None)
 MIN_CHARS = 100  # below this there is nothing to learn, whatever the settings
 
 
@@ -160,6 +161,8 @@ def load_corpus(
     fit_key: str = "char",
     cache_dir: Path | None = None,
     lines: bool = False,
+    val_chars: int | None = None,
+    progress: Progress | None = None,
 ) -> Corpus:
     """Read, split and encode `path`, using the cache when it is fresh and intact.
 
@@ -167,23 +170,28 @@ def load_corpus(
     training part's chunks (char vocabularies look at the whole text: see `fit_chars`).
     Every cache file carries a checksum; one that does not match is rebuilt, never trusted.
     With `lines`, each line is an example and a random `val_frac` of them is held out
-    (`chargen.lines`); the text is then read into memory, as a list is small.
+    (`chargen.lines`); the text is then read into memory, as a list is small. `val_chars` caps
+    the validation part (the last `val_frac` of the text, at most this many characters; the
+    rest is trained on), so a corpus of gigabytes is scored in seconds. `progress` hears of
+    each chunk read while counting, fitting and encoding.
     """
     skipped: list[str] = []
     files = corpus_files(path, skipped)
     name = Path(path).stem or "corpus"
-    signature = _signature(files, val_frac) + (":lines" if lines else "")
+    signature = _signature(files, val_frac) + (":lines" if lines else "") + (f":{val_chars}" if val_chars else "")
     cache = _cache_dir(cache_dir)
     meta_path = cache / f"{name}-{_key(signature)}.json" if cache else None
     meta = _read_json(meta_path)
     if not (isinstance(meta, dict) and isinstance(meta.get("chars"), int) and isinstance(meta.get("tokenizers"), dict)):
-        meta = {"chars": sum(len(c) for c in read_chunks(files)), "tokenizers": {}}
+        # one pass counts the characters and fits the char vocabulary (from the whole text, see fit_chars)
+        counts = char_counts(_told(read_chunks(files), "reading", None, progress))
+        meta = {"chars": sum(counts.values()), "tokenizers": {"char": CharTokenizer(list(counts)).to_dict()}}
         _write_json(meta_path, meta)
     total = meta["chars"]
     if total < MIN_CHARS:
         what = "empty" if total == 0 else f"only {total} characters long"
         raise CorpusError(f"{path} is {what}: chargen needs at least a few thousand characters of text to train on")
-    split = total - max(1, int(total * val_frac))
+    split = total - min(max(1, int(total * val_frac)), val_chars or total)
     text: Callable[[], Iterator[str]] = lambda: read_chunks(files)
     line_sets = None
     if lines:
@@ -201,11 +209,15 @@ def load_corpus(
     if tokenizer is None:
         tokenizer = _cached_tokenizer(meta["tokenizers"].get(fit_key))
         if tokenizer is None:
-            tokenizer = (fit or fit_chars(files))(train_text)
+            tokenizer = (fit or fit_chars(files, progress, total))(train_text)
             meta["tokenizers"][fit_key] = tokenizer.to_dict()
             _write_json(meta_path, meta)
     train, val, fingerprint = _encoded(
-        text, split, tokenizer, cache, f"{name}-{_key(signature + tokenizer.fingerprint())}"
+        lambda: _told(text(), "encoding", total, progress),
+        split,
+        tokenizer,
+        cache,
+        f"{name}-{_key(signature + tokenizer.fingerprint())}",
     )
     path = str(Path(path).resolve())
     return Corpus(name, path, tokenizer, train, val, split, total - split, fingerprint, skipped, line_sets)
@@ -220,11 +232,21 @@ def _cached_tokenizer(data) -> Tokenizer | None:
         return None
 
 
-def fit_chars(files: list[Path]) -> Callable[[Callable[[], Iterator[str]]], Tokenizer]:
+def fit_chars(
+    files: list[Path], progress: Progress | None = None, total: int | None = None
+) -> Callable[[Callable[[], Iterator[str]]], Tokenizer]:
     """A char vocabulary from the whole text, so validation characters are never unknown."""
-    from chargen.tokenizer import CharTokenizer
+    return lambda _train_text: CharTokenizer.fit(_told(read_chunks(files), "counting characters", total, progress))
 
-    return lambda _train_text: CharTokenizer.fit(read_chunks(files))
+
+def _told(chunks: Iterator[str], what: str, total: int | None, progress: Progress | None) -> Iterator[str]:
+    """`chunks`, telling `progress` how far they have come."""
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)
+        if progress is not None:
+            progress(what, done, total)
 
 
 def _encoded(

@@ -30,13 +30,47 @@ class TrainProgress(Reporter):
             transient=True,
         )
         self.task = self.progress.add_task("train", total=1000, step=0, loss="-", bpc="-", speed="-")
-        self._t0, self._step0 = 0.0, 0
+        self._t0, self._tokens0 = 0.0, 0
+        self._reading: Progress | None = None  # a bar for reading the corpus, once that takes over a second
+        self._read_since: dict[str, float] = {}  # when each pass over the corpus began
+
+    def reading(self, what: str, done: int, total: int | None) -> None:
+        now = time.perf_counter()
+        since = self._read_since.setdefault(what, now)
+        if self._reading is None:
+            if now - since < 1.0:
+                return
+            self._reading = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(bar_width=30),
+                TextColumn("{task.fields[amount]}  {task.fields[speed]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=stderr(),
+                transient=True,
+            )
+            self._read_task = self._reading.add_task(what, total=total, amount="", speed="")
+            self._reading.start()
+        amount = f"{done / 1e6:,.0f}M" + (f" of {total / 1e6:,.0f}M chars" if total else " chars")
+        self._reading.update(
+            self._read_task,
+            description=what,
+            completed=done,
+            total=total,
+            amount=amount,
+            speed=f"{done / max(now - since, 1e-9) / 1e6:,.0f}M chars/s",
+        )
+        if total is not None and done >= total:
+            self._reading.stop()
+            self._reading = None
 
     def note(self, text: str) -> None:
         self.progress.console.print(escape(text), style="yellow")
 
     def start(self, trainer: Trainer) -> None:
-        self._t0, self._step0 = time.perf_counter(), trainer.position.step
+        if self._reading is not None:
+            self._reading.stop()
+        self._t0, self._tokens0 = time.perf_counter(), trainer.tokens_read
         self.progress.start()
 
     def step(self, trainer: Trainer) -> None:
@@ -44,7 +78,7 @@ class TrainProgress(Reporter):
         fields = {"step": p.step}
         if p.step % 20 == 0 and (loss := trainer.latest_loss()) is not None:  # a device sync: not every step
             fields["loss"] = f"{loss:.3f}"
-            tokens = (p.step - self._step0) * trainer.batcher.batch_size * trainer.config.seq_len
+            tokens = trainer.tokens_read - self._tokens0
             fields["speed"] = rate(tokens * trainer.chars_per_token / max(time.perf_counter() - self._t0, 1e-9))
         self.progress.update(self.task, completed=1000 * trainer.progress(), **fields)
 

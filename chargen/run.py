@@ -151,7 +151,17 @@ def load_corpus_for(corpus, config: TrainConfig, tokenizer=None, reporter: Repor
         from chargen.subword import fitter
 
         fit, key = fitter(config.vocab_size, config.sp_model, (reporter or Reporter()).note)
-    return load_corpus(corpus, config.val_frac, tokenizer=tokenizer, fit=fit, fit_key=key, lines=config.lines)
+    reporter = reporter or Reporter()
+    return load_corpus(
+        corpus,
+        config.val_frac,
+        tokenizer=tokenizer,
+        fit=fit,
+        fit_key=key,
+        lines=config.lines,
+        val_chars=config.val_chars,
+        progress=reporter.reading,
+    )
 
 
 def check_writable(folder: Path) -> None:

@@ -45,6 +45,9 @@ class Reporter:
 
     def note(self, text: str) -> None: ...
 
+    def reading(self, what: str, done: int, total: int | None) -> None:
+        """How far reading the corpus has come (characters), before training starts."""
+
     def end(self, trainer: Trainer) -> None: ...
 
 
@@ -115,6 +118,7 @@ class Trainer:
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # every loss so far was finite
         self._stopping, self._saving = False, False  # Ctrl-C seen; a checkpoint being written
         self._tokens, self._since = 0, self.clock()  # likewise: tokens trained, and since when
+        self.tokens_read = 0  # tokens trained on by this process, padding left out
         if resume is not None:
             self._restore(resume)
 
@@ -260,6 +264,7 @@ class Trainer:
         self._losses.append(loss.detach())  # read at evaluation time: no host sync per step
         self._finite &= torch.isfinite(loss.detach())
         self._tokens += self.batcher.last_tokens
+        self.tokens_read += self.batcher.last_tokens
         p.step += 1
         p.window += 1
         if p.window == self.batcher.windows:  # a new epoch restarts every stream, at a new offset

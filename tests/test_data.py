@@ -58,6 +58,27 @@ def test_split_is_contiguous_and_cached(tmp_path, monkeypatch):
     assert changed.tokenizer.decode(changed.val.tolist()).endswith("ZZZ new characters ZZZ\n")
 
 
+def test_validation_is_capped_and_the_rest_is_trained_on(tmp_path):
+    text = make_text(300)
+    path = tmp_path / "c.txt"
+    path.write_text(text)
+    told = []
+    corpus = load_corpus(path, 0.5, val_chars=100, progress=lambda *a: told.append(a))
+    assert corpus.val_chars == 100 and corpus.tokenizer.decode(corpus.val.tolist()) == text[-100:]
+    assert corpus.train_chars == len(text) - 100
+    encoding = [done for what, done, total in told if what == "encoding"]
+    assert encoding == sorted(encoding) and encoding[-1] == len(text)  # reading is told as it goes
+    assert load_corpus(path, 0.5).val_chars == len(text) // 2  # no cap: the whole fraction, a cache of its own
+
+
+def test_a_run_from_before_the_cap_keeps_its_whole_validation_part(tiny_ckpt):
+    from chargen import checkpoint
+
+    data = checkpoint.load(tiny_ckpt)
+    del data["train_config"]["val_chars"]
+    assert checkpoint.ModelCheckpoint.from_dict(data).train_config.val_chars is None
+
+
 def test_too_short_and_empty(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")

@@ -66,6 +66,9 @@ def _duration(ctx, param, value):
 @click.option("--eval-every", type=int, default=T.eval_every, help="Steps between validation passes.")
 @click.option("--patience", type=int, default=None, help="Stop after N evaluations with no better val loss.")
 @click.option("--val-frac", type=float, default=T.val_frac, help="Last fraction of the text held out for validation.")
+@click.option(
+    "--val-chars", type=int, default=T.val_chars, help="Hold out at most this many characters (the last of the text)."
+)
 @click.option("--seed", type=int, default=T.seed, help="Seed for weights, dropout and data offsets.")
 @click.option("--device", type=click.Choice(DEVICES), default=T.device, help="auto picks a GPU when there is one.")
 @click.option("--amp/--no-amp", default=T.amp, help="bf16 autocast on a GPU.")
