@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from chargen.config import SampleConfig
-from chargen.generate import Generator, Primed, StopMatcher, sample
+from chargen.generate import Generator, Primed, StopMatcher, penalize, sample
 
 logger = logging.getLogger(__name__)
 DELIVER_EVERY = 0.02  # seconds: text goes to the event loop at most this often (50 times a second per stream)
@@ -39,6 +39,8 @@ class Stream:
     index: int = 0  # among the streams of its request
     text: list[str] = field(default_factory=list)
     finish: str | None = None  # "stop" (a stop string), "length", or "error"; None while running
+    recent: torch.Tensor | None = None  # with penalties: its last ids written, and how often each token is there
+    counts: torch.Tensor | None = None
     cancelled: bool = False  # the client is gone: leave at the next step
 
     @property
@@ -88,6 +90,8 @@ class Engine:
         its text goes to `queue`."""
         decoder = self.generator.tokenizer.decoder()
         stream = Stream(primed, config, rng, StopMatcher(config.stop), decoder, config.length, queue, index)
+        if config.repeat_penalty != 1 or config.presence_penalty or config.frequency_penalty:
+            stream.recent, stream.counts = primed.recent, self.generator._counts(primed.recent, 1)
         if config.length == 0:
             stream.finish = "length"
             queue.put_nowait((stream, None))
@@ -150,6 +154,11 @@ class Engine:
         that ended."""
         rows, logits = self.rows, self.logits  # replaced by this step's, so masking it in place is safe
         self.peak = max(self.peak, len(rows))
+        penalized = [b for b, s in enumerate(rows) if s.counts is not None]
+        for b in penalized:
+            c = rows[b].config
+            how = (c.repeat_penalty, c.presence_penalty, c.frequency_penalty)
+            logits[b] = penalize(logits[b : b + 1], rows[b].counts, *how)[0]
         banned = self.generator._banned_ids
         if len(banned):
             logits.index_fill_(1, banned, -torch.inf)
@@ -163,6 +172,9 @@ class Engine:
             for (temp, top_k, top_p, min_p), members in groups.items():
                 at = torch.tensor(members, device=logits.device)
                 ids[at] = sample(logits[at], temp, top_k, top_p, [rows[b].rng for b in members], min_p)
+        for b in penalized:
+            s = rows[b]
+            s.recent, s.counts = Generator._remember(s.recent, s.counts, ids[b : b + 1], s.config.repeat_window)
         self.logits, self.state = self.generator.model.step(ids, self.state)
         self.steps += 1
         out, ended, first = [], [], False  # first: some stream wrote its first text, which goes out at once

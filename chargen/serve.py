@@ -5,7 +5,8 @@ Routes (JSON in and out; errors are `{"error": {"message", "type", "param"}}` wi
     GET  /health                 ok once the model is loaded, with the streams in flight
     GET  /v1/models              the one model served
     POST /v1/completions         prompt, max_tokens (characters), temperature, top_p, top_k, min_p,
-                                 stop, seed, n, stream (server-sent events), session
+                                 presence_penalty, frequency_penalty, repeat_penalty, stop, seed, n,
+                                 stream (server-sent events), session
     POST /v1/sessions            a session, optionally primed; a completion naming it continues
                                  from its state and leaves the state after its text there
     GET/DELETE /v1/sessions/ID
@@ -150,7 +151,9 @@ def text_field(data: dict, name: str, required: bool = False, default: str = "")
 
 def sample_settings(data: dict) -> tuple[SampleConfig, int]:
     """The SampleConfig and n of a completion request, in OpenAI's names (max_tokens are characters)."""
-    names = {"max_tokens": "length", "temperature": "temp", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p"}
+    names = {"max_tokens": "length", "temperature": "temp", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+             "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+             "repeat_penalty": "repeat_penalty"}  # fmt: skip
     settings: dict = {}
     for key, field_name in names.items():
         value = data.get(key)

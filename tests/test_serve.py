@@ -56,6 +56,14 @@ def test_a_completion_is_what_generate_writes(client, model):
     assert stopped["finish_reason"] == "stop" and "\n" not in stopped["text"]
 
 
+def test_penalties_work_as_in_generate(client, model):
+    body = dict(prompt="the king", max_tokens=80, temperature=0, frequency_penalty=0.5, presence_penalty=0.2)
+    want = "".join(model.generate("the king", length=80, temp=0, frequency_penalty=0.5, presence_penalty=0.2))
+    plain = complete(client, prompt="the king", max_tokens=80, temperature=0)["choices"][0]["text"]
+    assert complete(client, **body)["choices"][0]["text"] == want != plain
+    assert client.post("/v1/completions", json={"prompt": "a", "presence_penalty": 3}).status_code == 400
+
+
 def test_streamed_pieces_make_the_same_texts_for_each_of_n(client):
     whole = complete(client, prompt="the", max_tokens=40, seed=1, n=3)["choices"]
     chunks = streamed(client, prompt="the", max_tokens=40, seed=1, n=3)
