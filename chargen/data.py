@@ -370,15 +370,19 @@ class StreamBatcher:
     boundary does not fall at the same character every epoch, and resuming needs no RNG.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, device, seed: int = 0) -> None:
+    def __init__(
+        self, ids: np.ndarray, batch_size: int, seq_len: int, device, seed: int = 0, rows: slice = slice(None)
+    ) -> None:
         import torch
 
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.rows = rows  # the streams this process reads (a rank of a distributed run owns some)
+        self.local_batch = len(range(batch_size)[rows])
         usable = len(ids) - seq_len
         self.windows = usable // seq_len // batch_size  # per epoch, whatever the offset
         self.stream_len = self.windows * seq_len
         self.device = torch.device(device)
-        self.last_tokens = batch_size * seq_len  # tokens of each window
+        self.last_tokens = self.local_batch * seq_len  # tokens of each window
         self._offset = (-1, 0)  # (epoch, its offset)
         if self.device.type == "cpu":
             self.ids = ids  # memory-mapped; each window is copied out as it is needed
@@ -400,9 +404,9 @@ class StreamBatcher:
         start, n = self.offset(epoch), self.batch_size * self.stream_len
         lo, hi = k * self.seq_len, (k + 1) * self.seq_len
         if isinstance(self.ids, np.ndarray):
-            x = self.ids[start : start + n].reshape(self.batch_size, -1)[:, lo:hi]
-            y = self.ids[start + 1 : start + n + 1].reshape(self.batch_size, -1)[:, lo:hi]
+            x = self.ids[start : start + n].reshape(self.batch_size, -1)[self.rows, lo:hi]
+            y = self.ids[start + 1 : start + n + 1].reshape(self.batch_size, -1)[self.rows, lo:hi]
             return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
-        x = self.ids[start : start + n].view(self.batch_size, -1)[:, lo:hi]
-        y = self.ids[start + 1 : start + n + 1].view(self.batch_size, -1)[:, lo:hi]
+        x = self.ids[start : start + n].view(self.batch_size, -1)[self.rows, lo:hi]
+        y = self.ids[start + 1 : start + n + 1].view(self.batch_size, -1)[self.rows, lo:hi]
         return x, y

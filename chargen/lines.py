@@ -124,6 +124,7 @@ class LineBatcher:
         self.at, self.ends = bounds(self.ids, boundary)
         mean = float((self.ends - self.at).mean())
         self.batch_size = int(max(1, min(len(self.at), round(batch_size * seq_len / mean))))
+        self.local_batch, self.rows = self.batch_size, slice(None)  # one process reads every line
         self.windows = len(self.at) // self.batch_size  # per epoch; the few lines left over wait for the next
         self.device = torch.device(device)
         self._batches: tuple[int, np.ndarray] = (-1, np.zeros((0, 0), dtype=np.int64))

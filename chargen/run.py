@@ -23,6 +23,7 @@ from pathlib import Path
 
 from chargen import checkpoint
 from chargen.config import ModelConfig, TrainConfig, as_path
+from chargen.distributed import setup
 from chargen.errors import ChargenError, CheckpointError, SettingError
 from chargen.trainer import Reporter, Result, Trainer
 
@@ -83,8 +84,16 @@ def prepare(
         config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
     if corpus is None:
         raise ChargenError("give the text to train on: chargen train CORPUS (a file or a folder)")
-    out_dir = output_folder(corpus, out, resume, overwrite, reporter)
-    data = load_corpus_for(corpus, config, saved.tokenizer if saved else None, reporter)
+    ranks = setup(config.device)  # one process, or a rank of a torchrun run
+    if not ranks.main:
+        reporter = Reporter()  # one process talks
+    # rank 0 chooses the folder and encodes the corpus; the others then find both ready
+    out_dir = ranks.broadcast(output_folder(corpus, out, resume, overwrite, reporter) if ranks.main else None)
+    if ranks.main:
+        data = load_corpus_for(corpus, config, saved.tokenizer if saved else None, reporter)
+    ranks.barrier()
+    if not ranks.main:
+        data = load_corpus_for(corpus, config, saved.tokenizer if saved else None, reporter)
     for line in data.skipped:
         reporter.note(line)
     if saved and saved.corpus.fingerprint not in (None, data.fingerprint):
@@ -94,7 +103,7 @@ def prepare(
                 "resume with the run's own corpus, or pass --corpus-changed to go on with this one"
             )
         reporter.note(f"{corpus} differs from the text this run was trained on: going on, as asked")
-    return Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved)
+    return Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved, ranks=ranks)
 
 
 def resumed_configs(saved: checkpoint.ModelCheckpoint, settings: dict) -> tuple[ModelConfig, TrainConfig]:

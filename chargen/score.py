@@ -22,12 +22,20 @@ from chargen.model import CharLM, State
 
 
 @torch.inference_mode()
-def evaluate(model: CharLM, ids: np.ndarray, device: torch.device, amp: bool = False, window: int = 1024) -> float:
+def evaluate(
+    model: CharLM,
+    ids: np.ndarray,
+    device: torch.device,
+    amp: bool = False,
+    window: int = 1024,
+    part: tuple[int, int] = (0, 1),
+) -> float:
     """Total nats of every ids[i+1] given all of ids[:i+1], the state carried throughout.
 
     The text is cut into a few long streams run side by side (each at least 4,096 tokens,
     so cold starts cost next to nothing); what is left over continues the last stream.
-    Every target is scored exactly once.
+    Every target is scored exactly once. `part` (k, n) scores only streams k, k + n, ...: the
+    n parts of n processes add up to the whole.
     """
     model.eval()
     n = len(ids) - 1
@@ -45,8 +53,12 @@ def evaluate(model: CharLM, ids: np.ndarray, device: torch.device, amp: bool = F
             total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum")
         return state
 
-    state = run(ids[: streams * per].reshape(streams, per), ids[1 : streams * per + 1].reshape(streams, per), None)
-    if n > streams * per:  # the tail continues the last stream
+    mine = list(range(streams))[part[0] :: part[1]]
+    if not mine:
+        return 0.0
+    x, y = ids[: streams * per].reshape(streams, per), ids[1 : streams * per + 1].reshape(streams, per)
+    state = run(x[mine], y[mine], None)
+    if n > streams * per and mine[-1] == streams - 1:  # the tail continues the last stream
         last = tuple(s[:, -1:] for s in state) if state else None
         run(ids[streams * per : n][None], ids[streams * per + 1 : n + 1][None], last)
     return float(total)

@@ -27,6 +27,7 @@ from chargen import checkpoint
 from chargen.checkpoint import CorpusInfo, ModelCheckpoint, Position
 from chargen.config import ModelConfig, TrainConfig
 from chargen.data import Corpus, StreamBatcher, fit_batch
+from chargen.distributed import SINGLE, Ranks
 from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
 from chargen.files import FolderLock, atomic_write
 from chargen.lines import LineBatcher, evaluate_lines
@@ -72,6 +73,7 @@ class Trainer:
         out: str | Path,
         reporter: Reporter | None = None,
         resume: ModelCheckpoint | None = None,
+        ranks: Ranks = SINGLE,
     ) -> None:
         if corpus.tokenizer.kind != config.tokenizer:
             raise SettingError(
@@ -80,9 +82,12 @@ class Trainer:
                 "tokenizer",
             )
         self.corpus, self.model_config, self.config = corpus, model_config, config
-        self.reporter = reporter or Reporter()
+        self.ranks = ranks
+        self.reporter = (reporter or Reporter()) if ranks.main else Reporter()  # one process talks
         self.out = Path(out)
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and ranks.world > 1:
+            self.device = torch.device("cuda", ranks.local)
         self.amp = config.amp and self.device.type == "cuda"
         torch.manual_seed(config.seed)
 
@@ -91,6 +96,8 @@ class Trainer:
         self.boundary = int(corpus.tokenizer.encode("\n")[0]) if config.lines else None
         self.resets = config.lines and config.line_state == "reset"  # every example from a fresh state
         if self.resets:
+            if ranks.world > 1:
+                raise SettingError("--line-state reset trains on one process: use carry with torchrun", "line_state")
             self.batcher = LineBatcher(
                 corpus.train, self.boundary, config.batch_size, config.seq_len, self.device, config.seed
             )
@@ -98,11 +105,23 @@ class Trainer:
             batch = fit_batch(len(corpus.train), config.batch_size, config.seq_len)
             if batch < config.batch_size:
                 self.reporter.note(f"the training text is short: --batch-size {batch} instead of {config.batch_size}")
-            self.batcher = StreamBatcher(corpus.train, batch, config.seq_len, self.device, config.seed)
+            if batch % ranks.world:
+                raise SettingError(
+                    f"batch_size {batch} does not split over {ranks.world} processes: use a multiple of {ranks.world}",
+                    "batch_size",
+                )
+            rows = ranks.rows(batch)
+            self.batcher = StreamBatcher(corpus.train, batch, config.seq_len, self.device, config.seed, rows)
         self.chars_per_token = corpus.train_chars / len(corpus.train)
         self.val_scored_chars = scored_chars(corpus.tokenizer, corpus.val, corpus.val_chars)
 
         self.model = CharLM(corpus.tokenizer.vocab_size, model_config).to(self.device)
+        self.net = self.model  # what a step runs: the model, or its DistributedDataParallel wrapper
+        if ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)  # the state is an argument, no buffer
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         rest = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
@@ -112,7 +131,7 @@ class Trainer:
             fused=self.device.type in ("cuda", "cpu"),  # one kernel for all parameters
         )
         self.position = Position()
-        self.state = self.model.initial_state(self.batcher.batch_size, self.device)
+        self.state = self.model.initial_state(self.batcher.local_batch, self.device)
         self.metrics: list[dict] = []
         self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # every loss so far was finite
@@ -158,11 +177,14 @@ class Trainer:
         is no longer finite stops the run with TrainingError; the checkpoints already written
         (all from finite weights) are kept.
         """
-        self.out.mkdir(parents=True, exist_ok=True)
-        with FolderLock(self.out), self._interrupts(exit_on_second_interrupt):
+        if self.ranks.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(self.out) if self.ranks.main else contextlib.nullcontext()
+        with lock, self._interrupts(exit_on_second_interrupt):
             # The file holds exactly this run's records: a resume drops those from after its step.
-            with atomic_write(self.out / "metrics.jsonl", text=True) as f:
-                f.writelines(json.dumps(record) + "\n" for record in self.metrics)
+            if self.ranks.main:
+                with atomic_write(self.out / "metrics.jsonl", text=True) as f:
+                    f.writelines(json.dumps(record) + "\n" for record in self.metrics)
             return self._loop(stop_at)
 
     def _loop(self, stop_at: int | None) -> Result:
@@ -173,6 +195,9 @@ class Trainer:
             while self.progress() < 1 and (stop_at is None or p.step < stop_at) and not self._stopping:
                 self._train_step()
                 p.elapsed = self.clock() - start
+                if self.ranks.world > 1:  # every rank takes rank 0's clock, and stops with any other
+                    p.elapsed, stop, finite = self.ranks.shared(p.elapsed, self._stopping, bool(self._finite))
+                    self._stopping, self._finite = self._stopping or stop, self._finite & finite
                 if self.device.type == "cpu" or p.step % 50 == 0:  # on a GPU, a check is a host sync: not each step
                     self._check_finite()
                 self.reporter.step(self)
@@ -212,7 +237,7 @@ class Trainer:
                     os._exit(130)
                 raise KeyboardInterrupt
             self._stopping = True
-            if not self._saving:
+            if not self._saving and self.ranks.world == 1:  # with other ranks: stop together, after this step
                 raise KeyboardInterrupt
 
         try:
@@ -251,7 +276,7 @@ class Trainer:
         self.model.train()
         x, y = self.batcher.window(p.epoch, p.window)  # (B, T) each
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, state = self.model(x, None if self.resets else self.state)  # (B, T, V)
+            logits, state = self.net(x, None if self.resets else self.state)  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # padding (in line mode) is skipped
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -269,7 +294,7 @@ class Trainer:
         p.window += 1
         if p.window == self.batcher.windows:  # a new epoch restarts every stream, at a new offset
             p.epoch, p.window = p.epoch + 1, 0
-            self.state = self.model.initial_state(self.batcher.batch_size, self.device)
+            self.state = self.model.initial_state(self.batcher.local_batch, self.device)
 
     def _evaluate_and_save(self) -> None:
         p = self.position
@@ -278,12 +303,15 @@ class Trainer:
         train_time = self.clock() - self._since
         if self.resets:
             val_nats = evaluate_lines(self.model, self.corpus.val, self.boundary, self.device)
-        else:
-            val_nats = evaluate(self.model, self.corpus.val, self.device, self.amp)
+        else:  # each rank scores some of the streams; their sums add up to one process's figure
+            part = (self.ranks.rank, self.ranks.world)
+            val_nats = self.ranks.sum(evaluate(self.model, self.corpus.val, self.device, self.amp, part=part))
         val_loss = val_nats / self.val_scored_chars
         self._finite &= math.isfinite(val_loss)
         self._check_finite()
         train_loss = float(torch.stack(self._losses).mean()) / self.chars_per_token if self._losses else None
+        if train_loss is not None and self.ranks.world > 1:  # every rank's mean over as many tokens: their mean
+            train_loss = self.ranks.sum(train_loss) / self.ranks.world
         record = {
             "step": p.step,
             "epoch": round(p.epoch + p.window / self.batcher.windows, 4),
@@ -293,13 +321,14 @@ class Trainer:
             "val_nats_per_token": round(val_nats / (len(self.corpus.val) - 1), 5),
             "chars_per_token": round(self.chars_per_token, 4),
             "lr": self.lr(),
-            "chars_per_sec": round(self._tokens * self.chars_per_token / max(train_time, 1e-9), 1),
+            "chars_per_sec": round(self._tokens * self.ranks.world * self.chars_per_token / max(train_time, 1e-9), 1),
             "elapsed_s": round(p.elapsed, 2),
         }
         self._losses, self._tokens = [], 0
         self.metrics.append(record)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.ranks.main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         improved = val_loss < p.best_val
         p.best_val, p.bad_evals = (val_loss, 0) if improved else (p.best_val, p.bad_evals + 1)
         self._save(self.out / "last.pt")
@@ -314,13 +343,16 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def _save(self, path: Path) -> None:
+        state = [self.ranks.gather_rows(part) for part in self.state]  # every rank's streams, in global order
+        if not self.ranks.main:
+            return
         self._saving = True
         try:
-            self._write(path)
+            self._write(path, state)
         finally:
             self._saving = False
 
-    def _write(self, path: Path) -> None:
+    def _write(self, path: Path, state: list[torch.Tensor]) -> None:
         checkpoint.save_model(
             ModelCheckpoint(
                 self.model_config,
@@ -341,7 +373,7 @@ class Trainer:
                 optimizer=self.optimizer.state_dict(),
                 lines=self.corpus.lines,
                 batch_size=self.batcher.batch_size,
-                state=list(self.state),
+                state=state,
                 rng=torch.get_rng_state(),
                 cuda_rng=torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             ),
@@ -362,7 +394,8 @@ class Trainer:
         self.model.load_state_dict(ckpt.weights)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.position = Position(**vars(ckpt.position))
-        self.state = tuple(s.to(self.device) for s in ckpt.state)
+        rows = self.batcher.rows  # this rank's streams of the saved global batch
+        self.state = tuple(s[:, rows].contiguous().to(self.device) for s in ckpt.state)
         self.metrics = list(ckpt.metrics)
         torch.set_rng_state(ckpt.rng)
         if ckpt.cuda_rng is not None and self.device.type == "cuda":

@@ -111,6 +111,9 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
     trainer = run.prepare(
         corpus, out=out, resume=resume, overwrite=overwrite, corpus_changed=corpus_changed, reporter=reporter, **given
     )
+    if not trainer.ranks.main:  # a rank of a torchrun run: rank 0 speaks for all
+        result = trainer.run(exit_on_second_interrupt=True)
+        ctx.exit(130 if result.interrupted else 0)
     config, data = trainer.config, trainer.corpus
     parts = [f"{config.steps:,} steps"] if config.steps else []
     parts += [f"{config.epochs:g} epochs"] if config.epochs else []
