@@ -288,14 +288,14 @@ def mutate(tree: dict, draw) -> None:
     if how == "enlarge":
         at, value = draw(st.sampled_from(ENLARGED))
         if isinstance(parent_of(tree, at), dict):
-            parent_of(tree, at)[at[-1]] = value
+            parent_of(tree, at)[at[-1]] = copy.deepcopy(value)  # a later mutation must not change the constant
         return
     at = draw(st.sampled_from(list(places(tree))))
     parent = parent_of(tree, at)
     if how == "remove":
         del parent[at[-1]]
     else:
-        parent[at[-1]] = draw(st.sampled_from(SCALARS + tensors_like(parent[at[-1]])))
+        parent[at[-1]] = copy.deepcopy(draw(st.sampled_from(SCALARS + tensors_like(parent[at[-1]]))))
 
 
 @COSTLY
