@@ -78,7 +78,7 @@ class TrainProgress(Reporter):
         fields = {"step": p.step}
         if p.step % 20 == 0 and (loss := trainer.latest_loss()) is not None:  # a device sync: not every step
             fields["loss"] = f"{loss:.3f}"
-            tokens = trainer.tokens_read - self._tokens0
+            tokens = (trainer.tokens_read - self._tokens0) * trainer.ranks.world  # every rank reads as many
             fields["speed"] = rate(tokens * trainer.chars_per_token / max(time.perf_counter() - self._t0, 1e-9))
         self.progress.update(self.task, completed=1000 * trainer.progress(), **fields)
 
