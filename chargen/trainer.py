@@ -122,6 +122,7 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)  # the state is an argument, no buffer
+            torch.manual_seed(config.seed + ranks.rank)  # dropout masks of each rank's own; the weights are rank 0's
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         rest = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
