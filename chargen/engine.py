@@ -43,10 +43,6 @@ class Stream:
     counts: torch.Tensor | None = None
     cancelled: bool = False  # the client is gone: leave at the next step
 
-    @property
-    def done(self) -> bool:
-        return self.finish is not None or self.cancelled
-
 
 class Engine:
     """Steps all live streams of one model together until each ends."""

@@ -49,6 +49,11 @@ def joined(lines: list[str]) -> str:
     return "\n" + "".join(line + "\n" for line in lines)
 
 
+def boundary(tokenizer) -> int:
+    """The id of the line end, which in line mode marks where each example starts and ends."""
+    return int(tokenizer.encode("\n")[0])
+
+
 def line_hash(line: str) -> int:
     return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "little", signed=True)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from chargen.config import LearnConfig
 from chargen.errors import ChargenError, CorpusError
-from chargen.lines import evaluate_lines, examples, joined
+from chargen.lines import boundary, evaluate_lines, examples, joined
 from chargen.model import CharLM, State
 
 
@@ -103,7 +103,7 @@ def score_file(generator, path: str | os.PathLike, dynamic: LearnConfig | None =
     if len(ids) < 2:
         raise CorpusError(f"{path} is too short to score: it needs at least two characters")
     if generator.line_state == "reset":
-        nats = evaluate_lines(generator.model, ids, int(tok.encode("\n")[0]), generator.device)
+        nats = evaluate_lines(generator.model, ids, boundary(tok), generator.device)
     elif dynamic is None:
         nats = evaluate(generator.model, ids, generator.device)
     else:

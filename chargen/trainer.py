@@ -30,7 +30,7 @@ from chargen.data import Corpus, StreamBatcher, fit_batch
 from chargen.distributed import SINGLE, Ranks
 from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
 from chargen.files import FolderLock, atomic_write
-from chargen.lines import LineBatcher, evaluate_lines
+from chargen.lines import LineBatcher, boundary, evaluate_lines
 from chargen.model import CharLM, detach, resolve_device
 from chargen.score import evaluate, scored_chars
 
@@ -93,7 +93,7 @@ class Trainer:
 
         if len(corpus.val) < 2:
             raise ChargenError("the validation text is too short to score: raise --val-frac or use a longer text")
-        self.boundary = int(corpus.tokenizer.encode("\n")[0]) if config.lines else None
+        self.boundary = boundary(corpus.tokenizer) if config.lines else None
         self.resets = config.lines and config.line_state == "reset"  # every example from a fresh state
         if self.resets:
             if ranks.world > 1:
@@ -137,8 +137,8 @@ class Trainer:
         self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # every loss so far was finite
         self._stopping, self._saving = False, False  # Ctrl-C seen; a checkpoint being written
-        self._tokens, self._since = 0, self.clock()  # likewise: tokens trained, and since when
         self.tokens_read = 0  # tokens trained on by this process, padding left out
+        self._read_since, self._since = 0, self.clock()  # tokens_read and the clock at the last evaluation
         if resume is not None:
             self._restore(resume)
 
@@ -289,7 +289,6 @@ class Trainer:
             self.state = detach(state)
         self._losses.append(loss.detach())  # read at evaluation time: no host sync per step
         self._finite &= torch.isfinite(loss.detach())
-        self._tokens += self.batcher.last_tokens
         self.tokens_read += self.batcher.last_tokens
         p.step += 1
         p.window += 1
@@ -301,7 +300,7 @@ class Trainer:
         p = self.position
         if self.device.type == "cuda":  # steps run ahead of the host: wait for them, so chars/s is true
             torch.cuda.synchronize(self.device)
-        train_time = self.clock() - self._since
+        train_time, tokens = self.clock() - self._since, self.tokens_read - self._read_since
         if self.resets:
             val_nats = evaluate_lines(self.model, self.corpus.val, self.boundary, self.device)
         else:  # each rank scores some of the streams; their sums add up to one process's figure
@@ -322,10 +321,10 @@ class Trainer:
             "val_nats_per_token": round(val_nats / (len(self.corpus.val) - 1), 5),
             "chars_per_token": round(self.chars_per_token, 4),
             "lr": self.lr(),
-            "chars_per_sec": round(self._tokens * self.ranks.world * self.chars_per_token / max(train_time, 1e-9), 1),
+            "chars_per_sec": round(tokens * self.ranks.world * self.chars_per_token / max(train_time, 1e-9), 1),
             "elapsed_s": round(p.elapsed, 2),
         }
-        self._losses, self._tokens = [], 0
+        self._losses, self._read_since = [], self.tokens_read
         self.metrics.append(record)
         if self.ranks.main:
             with open(self.out / "metrics.jsonl", "a") as f:

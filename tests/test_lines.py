@@ -12,7 +12,7 @@ import chargen
 from chargen import checkpoint
 from chargen.config import SampleConfig
 from chargen.data import load_corpus
-from chargen.lines import LineBatcher, evaluate_lines, examples, joined, split
+from chargen.lines import LineBatcher, boundary, evaluate_lines, examples, joined, split
 from chargen.model import CharLM
 
 from .test_cli import one_clear_line, run
@@ -76,7 +76,7 @@ def test_an_epoch_reads_each_line_once_in_batches_of_like_length():
 
     text = joined(make_names())
     tok = CharTokenizer.fit([text])
-    batcher = LineBatcher(tok.encode(text), int(tok.encode("\n")[0]), batch_size=4, seq_len=32, device="cpu")
+    batcher = LineBatcher(tok.encode(text), boundary(tok), batch_size=4, seq_len=32, device="cpu")
     epoch = batcher.batches(0)
     assert epoch.shape == (batcher.windows, batcher.batch_size) and len(set(epoch.flat)) == epoch.size
     assert (epoch == batcher.batches(0)).all() and not (epoch == batcher.batches(1)).all()
@@ -92,13 +92,13 @@ def test_evaluation_scores_each_line_alone(names_ckpt):
     model.eval().requires_grad_(False)
     lines = ["Kari", "Tomisa", "Elvi"]
     ids = saved.tokenizer.encode(joined(lines))
-    boundary = int(saved.tokenizer.encode("\n")[0])
+    at = boundary(saved.tokenizer)
     want = 0.0
     for line in lines:  # each line on its own, from a fresh state: the boundary, the line, its end
         one = torch.tensor(saved.tokenizer.encode("\n" + line + "\n"), dtype=torch.long)[None]
         logits, _ = model(one[:, :-1])
         want += float(F.cross_entropy(logits[0], one[0, 1:], reduction="sum").detach())
-    assert evaluate_lines(model, ids, boundary, torch.device("cpu"), batch=2) == pytest.approx(want, rel=1e-5)
+    assert evaluate_lines(model, ids, at, torch.device("cpu"), batch=2) == pytest.approx(want, rel=1e-5)
 
 
 def test_train_sample_mark_eval_info(names_ckpt, names_path):
