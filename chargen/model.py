@@ -43,6 +43,7 @@ class CharLM(nn.Module):
         """x (B, T) ids -> logits (B, T, V) and the state after the last step."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
+        state = tuple(s.contiguous() for s in state)  # cuDNN refuses a slice of a batch's state (CPUs take it)
         h, state = self.rnn(self.drop(self.embed(x)), state if len(state) == 2 else state[0])  # (B, T, H)
         return self.head(self.drop(h)), state if isinstance(state, tuple) else (state,)
 

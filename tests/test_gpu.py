@@ -1,5 +1,6 @@
 """The GPU path: ids on the device, bf16 autocast, fused AdamW; skipped where torch sees no CUDA GPU."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +43,17 @@ def test_bf16_evaluation_is_close_to_fp32(corpus_path, tmp_path):
     full = evaluate(trainer.model, trainer.corpus.val, trainer.device, amp=False)
     half = evaluate(trainer.model, trainer.corpus.val, trainer.device, amp=True)
     assert abs(full - half) / full < 0.01
+
+
+def test_a_deep_model_scores_a_text_whose_tail_continues_a_stream_on_the_gpu():
+    """The tail's state is a slice of the streams' state: cuDNN takes it only when made contiguous."""
+    from chargen.config import ModelConfig
+    from chargen.model import CharLM
+    from chargen.score import evaluate
+
+    torch.manual_seed(0)
+    model = CharLM(20, ModelConfig(layers=2, hidden=32, embed=8))
+    ids = np.random.default_rng(0).integers(0, 20, 3 * 4096 + 100)  # three streams and a tail
+    on_cpu = evaluate(model, ids, torch.device("cpu"))
+    on_gpu = evaluate(model.cuda(), ids, torch.device("cuda"))
+    assert abs(on_gpu - on_cpu) / on_cpu < 1e-3
