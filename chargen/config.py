@@ -24,6 +24,7 @@ DEFAULT_DEVICE = "auto"  # where sample, chat, eval and the Python API run: the 
 TOKENIZERS = ("char", "sp")
 SP_MODELS = ("unigram", "bpe")
 LINE_STATES = ("carry", "reset")
+SIZES = ("auto", "fixed")
 DEFAULT_TIME = "5m"  # the budget of a run given no --steps, --epochs or --time
 CHAT_STOP = ("\n\n",)  # a chat answer ends at a blank line unless told otherwise
 MAX_LAYERS, MAX_WIDTH = 64, 1 << 16  # far beyond any model that trains in a day, and a bound on what a file may ask
@@ -188,6 +189,11 @@ class TrainConfig(_Plain):
     """Each line is one example (names, words, titles); a random val_frac of the lines is held out (--lines)."""
     line_state: str = "carry"
     """Line mode: carry the state from example to example, or read each from a fresh state (--line-state)."""
+    size: str = "auto"
+    """auto: a new run chooses the size, batch, dropout and lr not given, from the budget, the corpus and this
+    device's speed; fixed: every default as it is (--size)."""
+    chosen: str | None = None
+    """What --size auto chose and why: written by the run, shown by info."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -219,6 +225,7 @@ class TrainConfig(_Plain):
         )
         _one_of("sp_model", self.sp_model, SP_MODELS)
         _one_of("line_state", self.line_state, LINE_STATES)
+        _one_of("size", self.size, SIZES)
         _require(
             not (self.lines and self.tokenizer != "char"),
             "lines",

@@ -40,9 +40,10 @@ RESUMABLE = (
     "weight_decay",
     "grad_clip",
     "warmup",
+    "size",
 )
 MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig))
-TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig))
+TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "chosen")  # chosen is the run's to write
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")  # a folder holding any of these holds a run
 
 
@@ -96,6 +97,9 @@ def prepare(
         data = load_corpus_for(corpus, config, saved.tokenizer if saved else None, reporter)
     for line in data.skipped:
         reporter.note(line)
+    measured = 0.0
+    if not saved and config.size == "auto":
+        model_config, config, measured = sized(data, model_config, config, settings, ranks, reporter)
     if saved and saved.corpus.fingerprint not in (None, data.fingerprint):
         if not corpus_changed:
             raise CheckpointError(
@@ -103,7 +107,42 @@ def prepare(
                 "resume with the run's own corpus, or pass --corpus-changed to go on with this one"
             )
         reporter.note(f"{corpus} differs from the text this run was trained on: going on, as asked")
-    return Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved, ranks=ranks)
+    trainer = Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved, ranks=ranks)
+    trainer.position.elapsed = measured  # the seconds spent timing candidates count against a time budget
+    return trainer
+
+
+def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ranks, reporter: Reporter):
+    """The configs with what `--size auto` chose for the settings not `given`, and the seconds it spent."""
+    from dataclasses import replace
+
+    from chargen import sizing
+    from chargen.model import resolve_device
+
+    if ranks.world > 1:
+        if not all(k in given for k in sizing.SIZE_KEYS):
+            reporter.note("a torchrun run trains the default size: give --layers and --hidden to choose another")
+        return model_config, config, 0.0
+    device = resolve_device(config.device).type
+    if config.time and not all(k in given for k in sizing.SIZE_KEYS):
+        reporter.note(f"--size auto: timing a few training steps of each candidate model on this {device.upper()}")
+    choice = sizing.choose(
+        given,
+        corpus_chars=data.train_chars,
+        chars_per_token=data.train_chars / len(data.train),
+        device_type=device,
+        steps=config.steps,
+        epochs=config.epochs,
+        time=config.time,
+        speed=lambda settings: sizing.measure(data, settings, config),
+    )
+    if choice is None:
+        return model_config, config, 0.0
+    reporter.note(f"--size auto chose {choice.why}")
+    model_keys = set(MODEL_SETTINGS)
+    model_config = replace(model_config, **{k: v for k, v in choice.settings.items() if k in model_keys})
+    config = replace(config, **{k: v for k, v in choice.settings.items() if k not in model_keys}, chosen=choice.why)
+    return model_config, config, choice.measured_s
 
 
 def resumed_configs(saved: checkpoint.ModelCheckpoint, settings: dict) -> tuple[ModelConfig, TrainConfig]:

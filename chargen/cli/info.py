@@ -62,6 +62,8 @@ def info(checkpoint, as_json) -> None:
         f"training     batch {t.batch_size} x {t.seq_len}, lr {t.lr:g}, weight decay {t.weight_decay:g}, seed {t.seed}",
         f"progress     step {summary['step']:,}, epoch {summary['epoch']:.2f}, {summary['elapsed_s']:.0f}s",
     ]
+    if t.chosen:
+        lines.append(f"chosen       {t.chosen} (--size auto)")
     if best is not None:
         lines.append(f"best val     {best:.4f} nats/char ({best / math.log(2):.4f} bpc)")
     click.echo("\n".join(lines))

@@ -13,6 +13,7 @@ from chargen.config import (
     DEFAULT_TIME,
     DEVICES,
     LINE_STATES,
+    SIZES,
     SP_MODELS,
     TOKENIZERS,
     ModelConfig,
@@ -38,6 +39,13 @@ def _duration(ctx, param, value):
     type=click.Path(dir_okay=False),
     help="Continue the run saved in this checkpoint (last.pt); budget flags given with it replace the run's "
     "budget, counted from the run's start.",
+)
+@click.option(
+    "--size",
+    type=click.Choice(SIZES),
+    default=T.size,
+    help="auto chooses the model size, batch, dropout and lr that no flag gives, from the budget, the corpus and "
+    "a few timed steps on this device; fixed keeps the defaults below.",
 )
 @click.option("--cell", type=click.Choice(CELLS), default=M.cell, help="Recurrent cell.")
 @click.option("--layers", type=int, default=M.layers, help="Recurrent layers.")

@@ -1,0 +1,207 @@
+"""The sizing sweep: a ladder of model sizes trained for a few compute budgets on two corpora, and its table.
+
+    python benchmarks/sizing.py words                 # the short-lines corpus: benchmarks/out/words.txt
+    python benchmarks/sizing.py run                   # every run of the plan below not yet done
+    python benchmarks/sizing.py run shakespeare:2x256:5m
+    python benchmarks/sizing.py speeds                # chars/s of each candidate here: out/sizing/speeds-cpu.json
+    python benchmarks/sizing.py table                 # writes chargen/sizing.json's points, prints a table
+    bash benchmarks/gpu.sh                            # the GPU's speeds and runs, on a CUDA machine
+
+A run's budget is a number of steps, not a clock: `--steps` is the characters that the
+candidate reads in that many minutes at this machine's measured speed, so every point of the
+table is what a run *can read*, and the sweep gives the same figures on a busy or a quiet
+machine (the rule depends on what a run can read, not on the clock). A slower machine is a
+shorter budget on this one (`--clock` budgets by wall-clock time instead, as a lent GPU's lease
+needs). Each run is `chargen train` with every size flag given (so it
+trains exactly that model) and is skipped when its folder already holds a finished run.
+
+Corpora: tiny shakespeare (1.1 MB of plays, read as streams) and `words`: every sixth line
+of Debian's wamerican word list (/usr/share/dict/american-english, 102,000 words), about
+165 KB of short lines, read with `--lines`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from chargen import sizing
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "out" / "sizing"  # --out changes it
+WORDS = ROOT / "benchmarks" / "out" / "words.txt"
+CORPORA = {
+    "shakespeare": (ROOT / "corpora" / "tinyshakespeare.txt", []),
+    "words": (WORDS, ["--lines"]),
+}
+# corpus:candidate:budget[:flag=value,...], most telling first
+PLAN = [
+    "shakespeare:2x256:5m",
+    "shakespeare:2x384:5m",
+    "shakespeare:2x128:5m",
+    "shakespeare:2x512:5m",
+    "shakespeare:2x256:1m",
+    "shakespeare:2x128:1m",
+    "shakespeare:2x384:1m",
+    "words:2x128:5m",
+    "words:2x256:5m",
+    "words:2x384:5m",
+    "shakespeare:2x256:5m:lr=0.008",
+    "shakespeare:2x256:5m:dropout=0.0",
+    "shakespeare:2x384:20m",
+    "shakespeare:2x512:20m",
+]
+
+
+def make_words() -> None:
+    lines = Path("/usr/share/dict/american-english").read_text().splitlines()
+    WORDS.parent.mkdir(parents=True, exist_ok=True)
+    WORDS.write_text("\n".join(lines[::6]) + "\n")
+    print(f"wrote {WORDS}: {len(lines[::6]):,} words, {WORDS.stat().st_size:,} bytes")
+
+
+def speeds(device: str, out: Path) -> None:
+    """Training chars/s of every candidate for `device` on tiny shakespeare, as `chargen train` measures them."""
+    from chargen.config import TrainConfig
+    from chargen.run import load_corpus_for
+
+    config = TrainConfig(device=device, steps=1)
+    data = load_corpus_for(CORPORA["shakespeare"][0], config)
+    rates = {}
+    for rung in sizing.ladder(sizing.kind_of(device)):
+        rates[rung.name] = round(sizing.measure(data, sizing.settings_of(rung), config))
+        print(f"{rung.name}: {rates[rung.name]:,} chars/s", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rates, indent=1))
+
+
+def run(spec: str, rates: dict[str, float], device: str, clock: bool) -> None:
+    corpus_key, name, budget, *extra = spec.split(":")
+    kind = sizing.kind_of(device)
+    candidate = sizing.candidate(name, kind)
+    corpus, mode = CORPORA[corpus_key]
+    flags = dict(candidate.flags())
+    flags.update(dict(kv.split("=") for kv in extra[0].split(",")) if extra else {})
+    seconds = sizing.seconds(budget)
+    chars = sizing.readable(rates[name], seconds)
+    tokens_per_step = int(flags["batch-size"]) * int(flags["seq-len"])
+    steps = max(1, round(chars / tokens_per_step))
+    train_chars = len(corpus.read_text()) * 0.9  # the training part: all but the held-out tenth
+    if chars > sizing.MAX_EPOCHS * train_chars:  # as --size auto does: no more passes than that
+        flags.setdefault("epochs", str(sizing.MAX_EPOCHS))
+        chars = sizing.MAX_EPOCHS * train_chars
+    flags.setdefault("dropout", str(sizing.dropout_for(chars / train_chars)))
+    folder = OUT / f"{corpus_key}-{kind}" / spec.split(":", 1)[1].replace(":", "-").replace(",", "-").replace("=", "")
+    if (folder / "done.json").exists():
+        return
+    budget_flags = ["--time", budget] if clock else ["--steps", str(steps)]
+    argv = [sys.executable, "-m", "chargen", "train", str(corpus), *budget_flags, "-o", str(folder), "--overwrite"]
+    argv += ["--device", device, *mode]
+    for key, value in flags.items():
+        argv += [f"--{key}", str(value)]
+    print(" ".join(argv), flush=True)
+    subprocess.run(argv, check=True, stderr=subprocess.DEVNULL)
+    write_done(folder, spec, kind, flags)
+
+
+def write_done(folder: Path, spec: str, kind: str, flags: dict) -> dict:
+    from chargen import checkpoint
+
+    saved = checkpoint.read(folder / "last.pt")
+    rows = saved.metrics
+    best = min(rows, key=lambda r: r["val_loss"])
+    tokens_per_step = saved.batch_size * saved.train_config.seq_len
+    chars_per_token = saved.corpus.train_chars / saved.corpus.train_tokens
+    done = {
+        "spec": spec,
+        "device": kind,
+        "corpus": spec.split(":")[0],
+        "corpus_chars": saved.corpus.train_chars,
+        "candidate": spec.split(":")[1],
+        "budget": spec.split(":")[2],
+        "flags": flags,
+        "steps": saved.position.step,
+        "chars_read": round(saved.position.step * tokens_per_step * chars_per_token),
+        "epochs": saved.epochs,
+        "best_val": best["val_loss"],
+        "best_step": best["step"],
+        "final_val": rows[-1]["val_loss"],
+        "elapsed_s": round(saved.position.elapsed, 1),
+    }
+    (folder / "done.json").write_text(json.dumps(done, indent=1))
+    print(json.dumps(done), flush=True)
+    return done
+
+
+def variant(done: dict) -> dict:
+    """The flags a run set beyond its candidate's own: `spec`'s fourth part."""
+    extra = done["spec"].split(":")[3:]
+    return dict(kv.split("=") for kv in extra[0].split(",")) if extra else {}
+
+
+def table(write: bool) -> None:
+    """The sweep's results as a Markdown table; with `write`, also as the points of chargen/sizing.json."""
+    done = [json.loads(p.read_text()) for p in sorted(OUT.glob("*/*/done.json"))]
+    done.sort(key=lambda d: (d["device"], d["corpus"], sizing.seconds(d["budget"]), d["best_val"]))
+    print("| device | corpus | model | budget | flags | characters read | epochs | best val nats/char |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d in done:
+        extra = ", ".join(f"{k} {v}" for k, v in variant(d).items())
+        print(
+            f"| {d['device']} | {d['corpus']} | {d['candidate']} | {d['budget']} | {extra} | {d['chars_read']:,} "
+            f"| {d['epochs']:.1f} | {d['best_val']:.4f} |"
+        )
+    if write:
+        path = ROOT / "chargen" / "sizing.json"
+        tab = json.loads(path.read_text())
+        tab["points"] = [
+            {k: d[k] for k in ("device", "corpus", "corpus_chars", "candidate", "budget")}
+            | {"chars": d["chars_read"], "val": d["best_val"]}
+            for d in done
+            if set(variant(d)) <= {"epochs", "dropout", "eval-every"}  # the ladder's own model, batch and lr
+        ]
+        for kind, device in (("cpu", "cpu"), ("gpu", "cuda")):  # the speeds the sweep's budgets were read at
+            if (OUT / f"speeds-{device}.json").exists():
+                tab.setdefault("sweep_speeds", {})[kind] = json.loads((OUT / f"speeds-{device}.json").read_text())
+        path.write_text(
+            "{\n"
+            + ",\n".join(
+                f' "{key}": [\n' + ",\n".join(f"  {json.dumps(v)}" for v in value) + "\n ]"
+                if isinstance(value, list)
+                else f' "{key}": {json.dumps(value)}'
+                for key, value in tab.items()
+            )
+            + "\n}\n"
+        )
+        print(f"wrote {len(tab['points'])} points to {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["words", "speeds", "run", "table"])
+    ap.add_argument("specs", nargs="*")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--speeds", default=None, help="chars/s of each candidate [default: out/sizing/speeds-DEVICE.json]")
+    ap.add_argument("--clock", action="store_true", help="budget each run by wall-clock time, not by steps")
+    ap.add_argument("--write", action="store_true", help="table: write the points into chargen/sizing.json")
+    ap.add_argument("--out", default=None, help="the runs' folder [default: benchmarks/out/sizing]")
+    args = ap.parse_args()
+    global OUT
+    OUT = Path(args.out) if args.out else OUT
+    rates = Path(args.speeds or OUT / f"speeds-{args.device}.json")
+    if args.what == "words":
+        make_words()
+    elif args.what == "speeds":
+        speeds(args.device, rates)
+    elif args.what == "run":
+        for spec in args.specs or PLAN:
+            run(spec, json.loads(rates.read_text()), args.device, args.clock)
+    else:
+        table(args.write)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

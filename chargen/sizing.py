@@ -1,0 +1,290 @@
+"""Choosing the model a run can afford: size, batch, dropout and lr from the budget, the corpus and the speed.
+
+`chargen train` with no size flags (`--size auto`, the default) asks three questions before
+its first step: how many characters can this run read (the budget; for a time budget, the
+budget times the speed of each candidate model, measured with a few real training steps on
+this device), how big is the corpus, and which candidate reached the lowest validation loss
+after reading that many characters in the sweep that fitted `sizing.json` (benchmarks/sizing.py
+trains a ladder of sizes for a few budgets on two corpora). The dropout follows the epochs
+the run will see, and a run of many epochs keeps `patience` on. Flags a person gives are kept:
+the candidates are the ladder with those flags laid over it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+from chargen.config import parse_duration
+
+EVAL_SHARE = 0.05  # of a timed run's clock spent on validation and checkpoints, not on reading
+MEASURE_SHARE = 0.05  # of a time budget that timing candidates may take: no more candidates are tried after it
+DROPOUT = ((1, 0.0), (4, 0.1), (16, 0.2), (math.inf, 0.3))  # (up to this many epochs, dropout)
+PATIENCE_EPOCHS = 16  # a run that will read the corpus more often than this stops when it stops improving
+PATIENCE = 4  # evaluations without a better validation loss
+MAX_EPOCHS = 40  # more passes than this only overfit, at the dropout above (measured on a GPU: benchmarks/RESULTS.md)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One rung of the ladder: a model and the batch it trains with on its kind of device."""
+
+    name: str
+    device: str  # "cpu" or "gpu"
+    layers: int
+    hidden: int
+    embed: int
+    batch_size: int
+    seq_len: int
+    lr: float
+
+    def flags(self) -> dict[str, str]:
+        """The `chargen train` flags that train exactly this candidate."""
+        return {
+            "layers": str(self.layers),
+            "hidden": str(self.hidden),
+            "embed": str(self.embed),
+            "batch-size": str(self.batch_size),
+            "seq-len": str(self.seq_len),
+            "lr": f"{self.lr:g}",
+        }
+
+
+def table() -> dict:
+    """The ladder of candidates and the sweep's points, as checked in beside this module."""
+    return json.loads(resources.files("chargen").joinpath("sizing.json").read_text())
+
+
+def ladder(device: str, tab: dict | None = None) -> list[Candidate]:
+    return [Candidate(**c) for c in (tab or table())["ladder"] if c["device"] == device]
+
+
+def candidate(name: str, device: str) -> Candidate:
+    return next(c for c in ladder(device) if c.name == name)
+
+
+def seconds(budget: str) -> float:
+    return parse_duration(budget)
+
+
+def readable(chars_per_sec: float, seconds: float) -> float:
+    """Characters a timed run reads: its clock, less what validation and checkpoints take."""
+    return chars_per_sec * seconds * (1 - EVAL_SHARE)
+
+
+def dropout_for(epochs: float) -> float:
+    """More passes over the same text need more dropout to keep from learning it by heart."""
+    return next(p for limit, p in DROPOUT if epochs <= limit)
+
+
+@dataclass
+class Choice:
+    """What `choose` settled on: the settings it sets, and why, in words for the person and for `info`."""
+
+    settings: dict
+    why: str
+    measured_s: float = 0.0  # seconds of the budget spent timing candidates
+
+
+class Curves:
+    """Validation loss against characters read, per rung, from the sweep's points for one device kind."""
+
+    def __init__(self, points: list[dict], every: list[dict] | None = None) -> None:
+        self.points = points
+        # a rung with one point falls below it as the median rung of the whole table does (nats per e-fold)
+        every = every or points
+        groups = {(p["device"], p["corpus"]) for p in every}
+        slopes = sorted(
+            s
+            for g in groups
+            for rows in self._by_rung([p for p in every if (p["device"], p["corpus"]) == g]).values()
+            for s in _slopes(rows)[:1]
+            if s < 0
+        )
+        self.slope = slopes[len(slopes) // 2] if slopes else -0.1
+
+    @staticmethod
+    def _by_rung(points: list[dict]) -> dict[str, list[tuple[float, float]]]:
+        rungs: dict[str, dict[float, float]] = {}
+        for p in points:  # of two runs that read as much, the better one
+            at = rungs.setdefault(p["candidate"], {})
+            x = math.log(p["chars"])
+            at[x] = min(at.get(x, math.inf), p["val"])
+        return {k: sorted(v.items()) for k, v in rungs.items()}
+
+    def reference(self, corpus_chars: int) -> str | None:
+        """The sweep's corpus nearest in size to this one (on a log scale)."""
+        sizes = {p["corpus"]: p["corpus_chars"] for p in self.points}
+        return min(sizes, key=lambda k: abs(math.log(sizes[k] / corpus_chars)), default=None)
+
+    def predict(self, rung: str, chars: float, corpus_chars: int) -> float | None:
+        """The loss the sweep saw for `rung` after reading `chars` on the corpus most like this one: interpolated
+        on a log scale between its points, falling as the first points fall below them, and flat beyond the last."""
+        ref = self.reference(corpus_chars)
+        rows = self._by_rung([p for p in self.points if p["corpus"] == ref]).get(rung)
+        if not rows:
+            return None
+        x = math.log(max(chars, 1.0))
+        if x >= rows[-1][0]:
+            return rows[-1][1]
+        if x <= rows[0][0]:
+            first = _slopes(rows)[:1]
+            slope = first[0] if first and first[0] < 0 else self.slope
+            return rows[0][1] + slope * (x - rows[0][0])
+        for (x0, y0), (x1, y1) in zip(rows, rows[1:]):
+            if x0 <= x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        raise AssertionError("unreachable: x lies between the first and last points")
+
+
+def _slopes(rows: list[tuple[float, float]]) -> list[float]:
+    return [(y1 - y0) / (x1 - x0) for (x0, y0), (x1, y1) in zip(rows, rows[1:]) if x1 > x0]
+
+
+MODEL_KEYS = ("layers", "hidden", "embed")
+TRAIN_KEYS = ("batch_size", "seq_len", "lr")
+SIZE_KEYS = ("layers", "hidden")  # given both, the run trains exactly what was asked: nothing is measured
+
+
+def settings_of(rung: Candidate) -> dict:
+    return {k: getattr(rung, k) for k in (*MODEL_KEYS, *TRAIN_KEYS)}
+
+
+def kind_of(device_type: str) -> str:
+    return "gpu" if device_type == "cuda" else "cpu"
+
+
+def choose(
+    given: dict,
+    *,
+    corpus_chars: int,
+    chars_per_token: float,
+    device_type: str,
+    steps: int | None,
+    epochs: float | None,
+    time: float | None,
+    speed,
+    clock=None,
+    tab: dict | None = None,
+) -> Choice | None:
+    """The settings that `given` leaves open, chosen as the module's docstring says; None when nothing is left
+    to choose (both size flags given) or the table knows nothing of this kind of device.
+
+    `speed(settings)` returns the chars/s of a few real training steps of the model and batch that
+    `settings` describe (called only for a time budget); `clock` times those measurements; `tab`
+    stands in for the checked-in table."""
+    import time as _time
+
+    clock = clock or _time.perf_counter
+    if all(k in given for k in SIZE_KEYS):
+        return None
+    kind = kind_of(device_type)
+    tab = tab or table()
+    curves = Curves([p for p in tab["points"] if p["device"] == kind], tab["points"])
+    rungs = [c for c in ladder(kind, tab) if curves.predict(c.name, 1.0, corpus_chars) is not None]
+    if not rungs:
+        return None
+    started, options, best = clock(), [], None
+    for rung in rungs:  # smallest first: stop once a bigger model is predicted to do worse than a smaller one
+        settings = settings_of(rung) | {k: v for k, v in given.items() if k in MODEL_KEYS + TRAIN_KEYS}
+        if any(o["settings"] == settings for o in options):
+            continue
+        tokens_per_step = settings["batch_size"] * settings["seq_len"]
+        reads = [math.inf]
+        if steps:
+            reads.append(steps * tokens_per_step * chars_per_token)
+        if epochs:
+            reads.append(epochs * corpus_chars)
+        rate = None
+        if time:
+            if options and clock() - started > MEASURE_SHARE * time:
+                break
+            rate = speed(settings)
+            reads.append(readable(rate, max(0.0, time - (clock() - started))))
+        budget = min(reads)
+        chars = budget if epochs else min(budget, MAX_EPOCHS * corpus_chars)  # more passes would only overfit
+        predicted = curves.predict(rung.name, chars, corpus_chars)
+        options.append(
+            {"settings": settings, "budget": budget, "chars": chars, "rate": rate, "predicted": predicted, "rung": rung}
+        )
+        if best is not None and predicted > best["predicted"]:
+            break
+        best = options[-1] if best is None or predicted < best["predicted"] else best
+    if best is None:
+        return None
+    chosen = dict(best["settings"])
+    run_epochs = best["chars"] / corpus_chars
+    if best["chars"] < best["budget"]:
+        chosen["epochs"] = float(MAX_EPOCHS)
+    if "dropout" not in given:
+        chosen["dropout"] = dropout_for(run_epochs)
+    if "patience" not in given and run_epochs > PATIENCE_EPOCHS:
+        chosen["patience"] = PATIENCE
+    return Choice(chosen, _why(chosen, best, options, corpus_chars, device_type, time), clock() - started)
+
+
+def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, device_type: str, time) -> str:
+    """One or two lines: what was chosen, what it will read, and what the sweep predicts for it and the others."""
+    from chargen.config import format_duration
+
+    c = chosen
+    head = f"{c['layers']}x{c['hidden']}, batch {c['batch_size']} x {c['seq_len']}"
+    head += f", dropout {c['dropout']:g}" if "dropout" in c else ""
+    reads = "the budget is"
+    if best["rate"] is not None:
+        rate = _short(best["rate"])
+        reads = f"this {device_type.upper()} trains it at ~{rate} chars/s, so {format_duration(time)} is"
+    predicted = "; the sizing sweep predicts " + ", ".join(
+        f"{o['predicted']:.3f} nats/char for {'it' if o is best else _name(o['settings'])}"
+        for o in sorted(options, key=lambda o: o["predicted"])
+    )
+    epochs = best["budget"] / corpus_chars
+    why = f"{head}: {reads} ~{_short(best['budget'])} characters, {epochs:.1f} epochs of this corpus{predicted}"
+    stops = [f"after {c['epochs']:g} epochs (more only overfit)"] if "epochs" in c else []
+    stops += [f"after {c['patience']} evaluations without a better validation loss"] if "patience" in c else []
+    return why + (f"\nso many epochs overfit: the run stops {', or '.join(stops)}" if stops else "")
+
+
+def _name(settings: dict) -> str:
+    return f"{settings['layers']}x{settings['hidden']}"
+
+
+def _short(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def measure(corpus, settings: dict, config) -> float:
+    """Training chars/s on `corpus` of the model and batch in `settings`: real trainer steps, after a warm-up."""
+    import tempfile
+    import time as _time
+    from dataclasses import replace
+
+    import torch
+
+    from chargen.config import ModelConfig
+    from chargen.trainer import Trainer
+
+    model = ModelConfig(**{k: settings[k] for k in MODEL_KEYS})
+    train = replace(config, **{k: settings[k] for k in TRAIN_KEYS})
+    with tempfile.TemporaryDirectory() as out:  # the trainer writes nothing until it runs; this is never used
+        trainer = Trainer(corpus, model, train, out)
+        cuda = trainer.device.type == "cuda"
+
+        def sync() -> None:
+            if cuda:
+                torch.cuda.synchronize(trainer.device)
+
+        for _ in range(3 if cuda else 1):
+            trainer._train_step()
+        sync()
+        start, before, steps = _time.perf_counter(), trainer.tokens_read, 0
+        while steps < (10 if cuda else 2) or _time.perf_counter() - start < 0.5:
+            trainer._train_step()
+            steps += 1
+            sync()
+        return (trainer.tokens_read - before) * trainer.chars_per_token / (_time.perf_counter() - start)
