@@ -43,14 +43,14 @@ PLAN = [
     "shakespeare:2x384:5m",
     "shakespeare:2x128:5m",
     "shakespeare:2x512:5m",
+    "shakespeare:2x256:5m:lr=0.008",
+    "shakespeare:2x256:5m:dropout=0.0",
     "shakespeare:2x256:1m",
     "shakespeare:2x128:1m",
     "shakespeare:2x384:1m",
     "words:2x128:5m",
     "words:2x256:5m",
     "words:2x384:5m",
-    "shakespeare:2x256:5m:lr=0.008",
-    "shakespeare:2x256:5m:dropout=0.0",
     "shakespeare:2x384:20m",
     "shakespeare:2x512:20m",
 ]
@@ -65,14 +65,14 @@ def make_words() -> None:
 
 def speeds(device: str, out: Path) -> None:
     """Training chars/s of every candidate for `device` on tiny shakespeare, as `chargen train` measures them."""
-    from chargen.config import TrainConfig
+    from chargen.config import ModelConfig, TrainConfig
     from chargen.run import load_corpus_for
 
     config = TrainConfig(device=device, steps=1)
     data = load_corpus_for(CORPORA["shakespeare"][0], config)
     rates = {}
     for rung in sizing.ladder(sizing.kind_of(device)):
-        rates[rung.name] = round(sizing.measure(data, sizing.settings_of(rung), config))
+        rates[rung.name] = round(sizing.measure(data, sizing.settings_of(rung), ModelConfig(), config))
         print(f"{rung.name}: {rates[rung.name]:,} chars/s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rates, indent=1))

@@ -108,7 +108,8 @@ def prepare(
             )
         reporter.note(f"{corpus} differs from the text this run was trained on: going on, as asked")
     trainer = Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved, ranks=ranks)
-    trainer.position.elapsed = measured  # the seconds spent timing candidates count against a time budget
+    if measured:
+        trainer.position.elapsed = measured  # the seconds spent timing candidates count against a time budget
     return trainer
 
 
@@ -134,7 +135,7 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
         steps=config.steps,
         epochs=config.epochs,
         time=config.time,
-        speed=lambda settings: sizing.measure(data, settings, config),
+        speed=lambda settings: sizing.measure(data, settings, model_config, config),
     )
     if choice is None:
         return model_config, config, 0.0

@@ -258,18 +258,18 @@ def _short(n: float) -> str:
     return f"{n:.0f}"
 
 
-def measure(corpus, settings: dict, config) -> float:
-    """Training chars/s on `corpus` of the model and batch in `settings`: real trainer steps, after a warm-up."""
+def measure(corpus, settings: dict, model_config, config) -> float:
+    """Training chars/s on `corpus` of the model and batch in `settings` (the rest as in the configs given):
+    real trainer steps, after a warm-up."""
     import tempfile
     import time as _time
     from dataclasses import replace
 
     import torch
 
-    from chargen.config import ModelConfig
     from chargen.trainer import Trainer
 
-    model = ModelConfig(**{k: settings[k] for k in MODEL_KEYS})
+    model = replace(model_config, **{k: settings[k] for k in MODEL_KEYS})
     train = replace(config, **{k: settings[k] for k in TRAIN_KEYS})
     with tempfile.TemporaryDirectory() as out:  # the trainer writes nothing until it runs; this is never used
         trainer = Trainer(corpus, model, train, out)

@@ -176,9 +176,40 @@ def test_train_says_what_it_chose_and_info_shows_it(tmp_path, corpus_path):
         [sys.executable, "-m", "chargen", "info", str(tmp_path / "auto" / "best.pt")], capture_output=True, text=True
     )
     assert "chosen" in shown.stdout and "(--size auto)" in shown.stdout
+    resumed = subprocess.run(
+        [sys.executable, "-m", "chargen", "train", "--resume", str(tmp_path / "auto" / "last.pt"), "--steps", "4"],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0 and "--size auto chose" not in resumed.stderr  # a resumed run keeps its model
+    assert "after 4 steps" in resumed.stderr
     fixed = subprocess.run([*run, "-o", str(tmp_path / "fixed"), "--size", "fixed"], capture_output=True, text=True)
     assert fixed.returncode == 0 and "--size auto chose" not in fixed.stderr and "2x384 LSTM" in fixed.stderr
     pinned = subprocess.run(
         [*run, "-o", str(tmp_path / "pinned"), "--layers", "1", "--hidden", "16"], capture_output=True, text=True
     )
     assert pinned.returncode == 0 and "--size auto chose" not in pinned.stderr and "1x16 LSTM" in pinned.stderr
+
+
+def test_measure_times_real_training_steps_of_the_cell_asked_for(corpus_path, tmp_path, monkeypatch):
+    from chargen.config import ModelConfig, TrainConfig
+    from chargen.run import load_corpus_for
+    from chargen.trainer import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    built = []
+    monkeypatch.setattr(Trainer, "_train_step", _counting(Trainer._train_step, built))
+    data = load_corpus_for(corpus_path, TrainConfig(steps=1))
+    settings = {"layers": 1, "hidden": 16, "embed": 8, "batch_size": 4, "seq_len": 16, "lr": 1e-3}
+    rate = sizing.measure(data, settings, ModelConfig(cell="gru"), TrainConfig(steps=1, device="cpu"))
+    assert rate > 0 and len(built) >= 3  # a warm-up step, then at least two timed ones
+    assert {t.model.config.cell for t in built} == {"gru"} and {t.batcher.batch_size for t in built} == {4}
+    assert list(tmp_path.iterdir()) == []  # timing writes nothing
+
+
+def _counting(step, seen: list):
+    def counted(trainer):
+        seen.append(trainer)
+        return step(trainer)
+
+    return counted

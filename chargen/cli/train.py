@@ -25,6 +25,10 @@ from chargen.config import (
 M, T = ModelConfig, TrainConfig
 
 
+def _auto(default) -> str:
+    return f"chosen by --size auto; {default} with --size fixed"
+
+
 def _duration(ctx, param, value):
     return None if value is None else parse_duration(value)
 
@@ -48,15 +52,31 @@ def _duration(ctx, param, value):
     "a few timed steps on this device; fixed keeps the defaults below.",
 )
 @click.option("--cell", type=click.Choice(CELLS), default=M.cell, help="Recurrent cell.")
-@click.option("--layers", type=int, default=M.layers, help="Recurrent layers.")
-@click.option("--hidden", type=int, default=M.hidden, help="Units per layer.")
-@click.option("--embed", type=int, default=M.embed, help="Embedding width.")
+@click.option("--layers", type=int, default=M.layers, show_default=_auto(M.layers), help="Recurrent layers.")
+@click.option("--hidden", type=int, default=M.hidden, show_default=_auto(M.hidden), help="Units per layer.")
+@click.option("--embed", type=int, default=M.embed, show_default=_auto(M.embed), help="Embedding width.")
 @click.option(
-    "--dropout", type=float, default=M.dropout, help="Dropout on embedding, between layers and before the head."
+    "--dropout",
+    type=float,
+    default=M.dropout,
+    show_default=_auto(M.dropout),
+    help="Dropout on embedding, between layers and before the head.",
 )
-@click.option("--batch-size", type=int, default=T.batch_size, help="Contiguous streams trained side by side.")
-@click.option("--seq-len", type=int, default=T.seq_len, help="Characters per truncated-BPTT window.")
-@click.option("--lr", type=float, default=T.lr, help="Peak learning rate (AdamW).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=T.batch_size,
+    show_default=_auto(T.batch_size),
+    help="Contiguous streams trained side by side.",
+)
+@click.option(
+    "--seq-len",
+    type=int,
+    default=T.seq_len,
+    show_default=_auto(T.seq_len),
+    help="Characters per truncated-BPTT window.",
+)
+@click.option("--lr", type=float, default=T.lr, show_default=_auto(T.lr), help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", type=float, default=T.weight_decay, help="AdamW weight decay on matrices.")
 @click.option("--grad-clip", type=float, default=T.grad_clip, help="Clip the gradient norm to this; 0 is off.")
 @click.option("--warmup", type=int, default=T.warmup, help="Warm-up steps before the cosine decay.")
