@@ -1,0 +1,176 @@
+"""chargen inspect: the page's numbers against eval and torch's cell equations, the look-back lesson, the page."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from chargen import inspect
+from chargen.config import ModelConfig, TrainConfig
+from chargen.data import load_corpus
+from chargen.generate import Generator
+from chargen.trainer import Trainer
+
+from .conftest import tiny_configs
+from .test_serve import chromium
+
+
+def page_data(path) -> dict:
+    """The data a page holds, read back the way its script reads it."""
+    html = path.read_text(encoding="utf-8")
+    return json.loads(re.search(r"const DATA = (.*?);\n", html, re.S).group(1).replace("<\\/", "</"))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, tiny_ckpt, corpus_path):
+    out = tmp_path_factory.mktemp("inspect") / "page.html"
+    text = corpus_path.read_text()[:3000]
+    short = out.with_name("short.txt")
+    short.write_text(text)
+    run = subprocess.run(
+        [sys.executable, "-m", "chargen", "inspect", "-c", str(tiny_ckpt), str(short), "-o", str(out), "--units", "4"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "" and "wrote" in run.stderr  # the page is the output; stdout stays clean
+    return out, short
+
+
+def test_the_surprisal_adds_up_to_what_eval_reports(page, tiny_ckpt):
+    out, text = page
+    data = page_data(out)
+    scored = subprocess.run(
+        [sys.executable, "-m", "chargen", "eval", "-c", str(tiny_ckpt), str(text), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    nats = json.loads(scored.stdout)["nats_per_char"]
+    bits = [b for b in data["surprisal"]["bits"] if b is not None]
+    assert len(bits) == len(data["text"]) - 1  # every character but the first, once
+    assert sum(bits) * math.log(2) / len(bits) == pytest.approx(nats, rel=1e-4)
+    assert data["surprisal"]["mean_bits"] * math.log(2) == pytest.approx(nats, rel=1e-4)
+    ranks = data["surprisal"]["rank"][1:]
+    top = data["surprisal"]["top"][1:]
+    assert all((r == 1) == (t[0][0] == c) for r, t, c in zip(ranks, top, data["text"][1:]))
+
+
+def test_a_gate_on_the_page_is_the_one_torchs_cell_equations_give(page, tiny_ckpt):
+    out, _ = page
+    data = page_data(out)
+    model = Generator.load(tiny_ckpt, "cpu").model
+    ids = torch.as_tensor(Generator.load(tiny_ckpt, "cpu").tokenizer.encode(data["text"]).astype("int64"))
+    t, layer = 1234, 0
+    block = data["signals"]["f"]
+    unit = block["units"][layer][1]
+    # the state before character t, from the model's own forward over the text so far
+    with torch.inference_mode():
+        _, (h, c) = model(ids[None, :t])
+        x = model.embed(ids[t])
+        w_ih, w_hh, b_ih, b_hh = (w.detach() for w in model.rnn.all_weights[layer])
+        hidden = model.config.hidden
+        rows = slice(hidden + unit, hidden + unit + 1)  # nn.LSTM's rows: input, forget, cell, output gates
+        f = torch.sigmoid(x @ w_ih[rows].T + b_ih[rows] + h[layer, 0] @ w_hh[rows].T + b_hh[rows])
+    on_page = inspect.dequantised(block["layers"][layer], len(data["text"]))[t, 1]
+    assert on_page == pytest.approx(float(f), abs=(block["layers"][layer]["hi"] - block["layers"][layer]["lo"]) / 255)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_gates_rebuild_the_state_the_cell_itself_computed(tmp_path, corpus_path, cell):
+    _, config = tiny_configs(steps=20)
+    model = ModelConfig(cell=cell, layers=2, hidden=32, embed=16, dropout=0.0)
+    trainer = Trainer(load_corpus(corpus_path, config.val_frac), model, config, tmp_path)
+    trainer.run()
+    ids = torch.as_tensor(trainer.corpus.val[:300].astype("int64"))
+    sig = inspect.signals(trainer.model, ids)
+    v = {k: [torch.as_tensor(a) for a in layers] for k, layers in sig.values.items()}
+    for k in range(2):
+        h = v["h"][k]
+        before = torch.cat([torch.zeros_like(h[:1]), h[:-1]])
+        if cell == "lstm":  # c_t = f c_{t-1} + i g; h_t = o tanh(c_t)
+            c = v["c"][k]
+            g = (c - v["f"][k] * torch.cat([torch.zeros_like(c[:1]), c[:-1]])) / v["i"][k]
+            assert torch.allclose(v["o"][k] * torch.tanh(c), h, atol=1e-5)
+            assert g.abs().max() <= 1 + 1e-3  # the candidate is a tanh
+        else:  # h_t = (1 - z) n + z h_{t-1}
+            assert torch.allclose((1 - v["z"][k]) * v["n"][k] + v["z"][k] * before, h, atol=1e-5)
+
+
+def test_a_plain_rnns_gradient_fades_faster_than_an_lstms_on_a_copy_task(tmp_path):
+    """Each line is 10 random letters, a bar, and the same letters again: the copy needs 11 characters
+    of memory. After the same training, the LSTM still feels inputs tens of characters back; the RNN not."""
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(10)) for _ in range(4000)]
+    path = tmp_path / "copy.txt"
+    path.write_text("".join(f"{w}|{w}\n" for w in words))
+    corpus = load_corpus(path, 0.1)
+    ids = torch.as_tensor(corpus.val[:3000].astype("int64"))
+    far = {}
+    for cell in ("lstm", "rnn"):
+        model = ModelConfig(cell=cell, layers=1, hidden=64, embed=16, dropout=0.0)
+        config = TrainConfig(batch_size=16, seq_len=64, steps=1500, eval_every=1500, lr=3e-3, device="cpu")
+        trainer = Trainer(corpus, model, config, tmp_path / cell)
+        trainer.run()
+        norms = np.array(inspect.lookback(trainer.model, ids, furthest=60))
+        far[cell] = (norms[30:] / norms[0]).mean()
+    assert far["lstm"] > 5 * far["rnn"], far
+
+
+def test_the_page_of_a_2x384_model_on_5000_characters_stays_small(corpus_path):
+    data = inspect.report(["shakespeare"], (corpus_path.read_text() * 4)[:5000])  # the bundled 2x384 model
+    assert inspect.mib(inspect.render(data)) < 10
+    assert len(data["signals"]["h"]["layers"]) == 2 and data["signals"]["h"]["layers"][0]["units"] == 384
+    assert all(len(u) == inspect.UNITS for u in data["signals"]["c"]["units"])
+
+
+def test_every_view_renders_offline_in_a_real_browser(page, tmp_path):
+    if chromium() is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    out, _ = page
+    errors, fetched = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        context = browser.new_context(offline=True, viewport={"width": 1200, "height": 800})
+        tab = context.new_page()
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.on("request", lambda r: fetched.append(r.url))
+        tab.goto(out.as_uri())
+        for view in ("surprisal", "cells", "span", "saturation", "lookback", "training"):
+            tab.click(f"nav button[data-view={view}]")
+            assert tab.is_visible(f"section#{view}")
+            tab.screenshot(path=str(tmp_path / f"{view}.png"))
+        layers = page_data(out)["model"]["layers"]
+        assert tab.locator("#saturation svg").count() == layers and tab.locator("#lookback svg polyline").count() == 1
+        assert tab.locator("#training svg").count() == 3
+
+        tab.click("nav button[data-view=cells]")
+        before = tab.eval_on_selector("#cells-text span:nth-child(200)", "s => s.style.background")
+        tab.select_option("#signal", "h")
+        tab.fill("#unit", "7")
+        tab.dispatch_event("#unit", "input")
+        after = tab.eval_on_selector("#cells-text span:nth-child(200)", "s => s.style.background")
+        assert tab.evaluate("document.body.dataset.coloured") == "h:0:7" and after != before
+
+        tab.click("nav button[data-view=span]")
+        tab.evaluate(
+            """() => { const s = document.querySelectorAll('#span-text span'); const r = document.createRange();
+            r.setStart(s[100].firstChild, 0); r.setEnd(s[120].firstChild, 1);
+            const sel = window.getSelection(); sel.removeAllRanges(); sel.addRange(r);
+            document.getElementById('span-text').dispatchEvent(new MouseEvent('mouseup', {bubbles: true})); }"""
+        )
+        assert tab.locator("#span-units tr.pick").count() == 12
+        assert tab.locator("#span-text span.fire").count() > 0  # where the top unit fires as hard as on the span
+        tab.screenshot(path=str(tmp_path / "span-found.png"))
+        browser.close()
+    assert errors == [] and all(url.startswith("file:") for url in fetched)
