@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from chargen.generate import Generator
 from chargen.model import CharLM
 
 CHARS = 5000  # characters read by default: a page that opens in a second
+MAX_CHARS = 20_000  # the most a served page reads: its size grows with the text
 UNITS = 48  # units per layer whose cell state and gates are inlined (the hidden state is, for all)
 LOOKBACK = 200  # the furthest distance of the gradient curve
 POSITIONS = 32  # positions the gradient curve averages over
@@ -157,8 +159,9 @@ def saturation(sig: Signals, cell: str) -> list[dict]:
 
 def lookback(model: CharLM, ids: torch.Tensor, furthest: int = LOOKBACK, positions: int = POSITIONS) -> list[float]:
     """Mean norm of d(loss at a character) / d(embedded input k characters before it), for k = 0..furthest,
-    over `positions` windows of the text each read from a fresh state."""
-    model.eval()
+    over `positions` windows of the text each read from a fresh state. Runs on a copy: the model itself
+    may be serving other requests, and a hook on it would reach theirs."""
+    model = copy.deepcopy(model).float().eval()
     span = min(furthest + 1, len(ids) - 1)
     starts = np.linspace(0, len(ids) - span - 1, min(positions, len(ids) - span)).astype(int)
     x = torch.stack([ids[s : s + span] for s in starts])  # (P, span)
@@ -181,18 +184,15 @@ def lookback(model: CharLM, ids: torch.Tensor, furthest: int = LOOKBACK, positio
     return [round(float(v), 8) for v in norms.flip(0)]
 
 
-def report(
-    paths: list[str | os.PathLike],
-    text: str,
-    chars: int = CHARS,
-    units: int = UNITS,
-    device: str = "cpu",
-) -> dict:
-    """The page's data for `text` (its first `chars` characters) under the first checkpoint of `paths`;
-    the look-back curve for each of them."""
+def load(paths: list[str | os.PathLike], device: str = "cpu") -> list[Generator]:
     if not paths:
         raise ChargenError("give a checkpoint with -c")
-    gens = [Generator.load(p, device) for p in paths]
+    return [Generator.load(p, device) for p in paths]
+
+
+def report(gens: list[Generator], text: str, chars: int = CHARS, units: int = UNITS) -> dict:
+    """The page's data for `text` (its first `chars` characters) under the first model of `gens`; the
+    look-back curve for each of them."""
     gen = gens[0]
     if gen.tokenizer.kind != "char":
         raise ChargenError("inspect reads a character model; this one has subword pieces")
@@ -216,7 +216,7 @@ def report(
             "cell": cell,
             "layers": gen.model.config.layers,
             "hidden": gen.model.config.hidden,
-            "checkpoint": str(paths[0]),
+            "checkpoint": str(gen.checkpoint.path) if gen.checkpoint else None,
         },
         "text": text,
         "surprisal": {
@@ -229,15 +229,17 @@ def report(
         "signals": _inlined(sig, cell, ranked, units),
         "interesting": ranked,
         "saturation": saturation(sig, cell),
-        "lookback": [
-            {"name": f"{g.model.config.summary()} ({p})", "norms": lookback(g.model, _ids(g, text))}
-            for g, p in zip(gens, paths)
-        ],
+        "lookback": [{"name": _name(g), "norms": lookback(g.model, _ids(g, text))} for g in gens],
         "training": [
             {k: r.get(k) for k in ("step", "elapsed_s", "train_loss", "val_loss", "lr")}
             for r in (gen.checkpoint.metrics if gen.checkpoint else [])
         ],
     }
+
+
+def _name(gen: Generator) -> str:
+    where = gen.checkpoint.path if gen.checkpoint else None
+    return f"{gen.model.config.summary()} ({where.parent.name}/{where.name})" if where else gen.model.config.summary()
 
 
 def _ids(gen: Generator, text: str) -> torch.Tensor:

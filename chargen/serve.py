@@ -11,6 +11,7 @@ Routes (JSON in and out; errors are `{"error": {"message", "type", "param"}}` wi
                                  from its state and leaves the state after its text there
     GET/DELETE /v1/sessions/ID
     POST /v1/score               per-character surprisal (bits) and the model's top guesses
+    POST /v1/inspect             text (and chars): the page of `chargen inspect` for it, as HTML
     GET  /                       the page (chargen/static/index.html)
 
 Sessions expire after `session_ttl` seconds idle; at `max_sessions` the least recently used
@@ -316,6 +317,18 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
             raise RequestError(400, f"top_k must be a whole number from 1 to 20, not {top!r}", "top_k")
         return JSONResponse(await asyncio.to_thread(surprisal, generator, text, top))
 
+    async def inspect(request: Request) -> Response:
+        from chargen.inspect import CHARS, MAX_CHARS, render, report
+
+        data = await read_body(request)
+        text = text_field(data, "text", required=True)
+        chars = data.get("chars", CHARS)
+        if isinstance(chars, bool) or not isinstance(chars, int) or not 2 <= chars <= MAX_CHARS:
+            raise RequestError(400, f"chars must be a whole number from 2 to {MAX_CHARS}, not {chars!r}", "chars")
+        if len(text) < 2:
+            raise RequestError(400, "text must hold at least two characters", "text")
+        return HTMLResponse(await asyncio.to_thread(lambda: render(report([generator], text, chars=chars))))
+
     async def page(request: Request) -> Response:
         return HTMLResponse((files("chargen") / "static" / "index.html").read_text(encoding="utf-8"))
 
@@ -334,6 +347,7 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
             Route("/v1/sessions", guarded(create_session), methods=["POST"]),
             Route("/v1/sessions/{key}", guarded(one_session), methods=["GET", "DELETE"]),
             Route("/v1/score", guarded(score), methods=["POST"]),
+            Route("/v1/inspect", guarded(inspect), methods=["POST"]),
         ],
         lifespan=lifespan,
     )

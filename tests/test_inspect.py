@@ -125,7 +125,7 @@ def test_a_plain_rnns_gradient_fades_faster_than_an_lstms_on_a_copy_task(tmp_pat
 
 
 def test_the_page_of_a_2x384_model_on_5000_characters_stays_small(corpus_path):
-    data = inspect.report(["shakespeare"], (corpus_path.read_text() * 4)[:5000])  # the bundled 2x384 model
+    data = inspect.report(inspect.load(["shakespeare"]), (corpus_path.read_text() * 4)[:5000])  # bundled 2x384
     assert inspect.mib(inspect.render(data)) < 10
     assert len(data["signals"]["h"]["layers"]) == 2 and data["signals"]["h"]["layers"][0]["units"] == 384
     assert all(len(u) == inspect.UNITS for u in data["signals"]["c"]["units"])

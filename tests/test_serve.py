@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -151,6 +152,20 @@ def test_scores_sum_to_the_eval_figure(client, model):
     assert sum(c["bits"] for c in result["chars"][1:]) * math.log(2) == pytest.approx(nats, rel=1e-3)
     top = result["chars"][5]["top"]
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] > 0
+
+
+def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(client, model):
+    text = "the queen and all her men shall ride at dawn\n" * 20
+    writing = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 50, "seed": 1})  # same model
+    page = client.post("/v1/inspect", json={"text": text, "chars": 300})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    data = json.loads(re.search(r"const DATA = (.*?);\n", page.text, re.S).group(1).replace("<\\/", "</"))
+    assert data["text"] == text[:300] and len(data["surprisal"]["bits"]) == 300
+    assert writing.status_code == 200
+    again = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 50, "seed": 1})
+    assert again.json()["choices"][0]["text"] == writing.json()["choices"][0]["text"]  # inspecting changed nothing
+    bad = client.post("/v1/inspect", json={"text": text, "chars": 10**9})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "chars"
 
 
 # -- a real server ---------------------------------------------------------------------------------

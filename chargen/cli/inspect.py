@@ -45,7 +45,7 @@ def inspect(checkpoints, file, out, chars, units, device) -> None:
 
     from chargen import console
     from chargen.data import corpus_files, read_chunks
-    from chargen.inspect import mib, render, report
+    from chargen.inspect import load, mib, render, report
 
     paths = [resolve_checkpoint(c) for c in checkpoints] if checkpoints else [resolve_checkpoint(None)]
     text = ""
@@ -54,7 +54,7 @@ def inspect(checkpoints, file, out, chars, units, device) -> None:
         if len(text) >= chars:
             break
     started = time.perf_counter()
-    page = render(report(paths, text, chars=chars, units=units, device=device))
+    page = render(report(load(paths, device), text, chars=chars, units=units))
     target = Path(out) if out else Path(f"{Path(file).stem or 'inspect'}.html")
     target.write_text(page, encoding="utf-8")
     console.info(
