@@ -5,6 +5,7 @@
     python benchmarks/sizing.py run shakespeare:2x256:5m
     python benchmarks/sizing.py speeds                # chars/s of each candidate here: out/sizing/speeds-cpu.json
     python benchmarks/sizing.py table                 # writes chargen/sizing.json's points, prints a table
+    python benchmarks/sizing.py auto shakespeare:5m   # `chargen train` with no flags, timed: what it chose and reached
     bash benchmarks/gpu.sh                            # the GPU's speeds and runs, on a CUDA machine
 
 A run's budget is a number of steps, not a clock: `--steps` is the characters that the
@@ -136,6 +137,28 @@ def write_done(folder: Path, spec: str, kind: str, flags: dict) -> dict:
     return done
 
 
+def auto(spec: str) -> None:
+    """`chargen train CORPUS --time BUDGET` with no size flags, on a quiet machine: the rule's own result."""
+    corpus_key, budget = spec.split(":")
+    corpus, mode = CORPORA[corpus_key]
+    folder = OUT / "auto" / f"{corpus_key}-{budget}"
+    argv = [sys.executable, "-m", "chargen", "train", str(corpus), "--time", budget, "-o", str(folder), "--overwrite"]
+    run = subprocess.run([*argv, *mode], capture_output=True, text=True, check=True)
+    chose = [line for line in run.stderr.splitlines() if "--size auto" in line or line.startswith("so many")]
+    from chargen import checkpoint
+
+    saved = checkpoint.read(folder / "last.pt")
+    rows = saved.metrics
+    best = min(rows, key=lambda r: r["val_loss"])
+    print("\n".join(chose))
+    print(
+        f"{spec}: {saved.model_config.summary()}, best val {best['val_loss']:.4f} nats/char at step {best['step']} "
+        f"of {saved.position.step}, {saved.epochs:.1f} epochs, {rows[-1]['chars_per_sec']:,.0f} chars/s, "
+        f"{saved.position.elapsed:.0f}s",
+        flush=True,
+    )
+
+
 def variant(done: dict) -> dict:
     """The flags a run set beyond its candidate's own: `spec`'s fourth part."""
     extra = done["spec"].split(":")[3:]
@@ -181,7 +204,7 @@ def table(write: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["words", "speeds", "run", "table"])
+    ap.add_argument("what", choices=["words", "speeds", "run", "table", "auto"])
     ap.add_argument("specs", nargs="*")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--speeds", default=None, help="chars/s of each candidate [default: out/sizing/speeds-DEVICE.json]")
@@ -199,6 +222,9 @@ def main() -> None:
     elif args.what == "run":
         for spec in args.specs or PLAN:
             run(spec, json.loads(rates.read_text()), args.device, args.clock)
+    elif args.what == "auto":
+        for spec in args.specs:
+            auto(spec)
     else:
         table(args.write)
 

@@ -5,9 +5,10 @@ its first step: how many characters can this run read (the budget; for a time bu
 budget times the speed of each candidate model, measured with a few real training steps on
 this device), how big is the corpus, and which candidate reached the lowest validation loss
 after reading that many characters in the sweep that fitted `sizing.json` (benchmarks/sizing.py
-trains a ladder of sizes for a few budgets on two corpora). The dropout follows the epochs
-the run will see, and a run of many epochs keeps `patience` on. Flags a person gives are kept:
-the candidates are the ladder with those flags laid over it.
+trains a ladder of sizes for a few budgets on two corpora). A budget worth more than
+MAX_EPOCHS passes over the corpus stops there (more only overfit); the dropout follows the
+epochs the run will read, and a run of many epochs keeps `patience` on. Flags a person gives
+are kept: the candidates are the ladder with those flags laid over it.
 """
 
 from __future__ import annotations
@@ -206,9 +207,7 @@ def choose(
         budget = min(reads)
         chars = budget if epochs else min(budget, MAX_EPOCHS * corpus_chars)  # more passes would only overfit
         predicted = curves.predict(rung.name, chars, corpus_chars)
-        options.append(
-            {"settings": settings, "budget": budget, "chars": chars, "rate": rate, "predicted": predicted, "rung": rung}
-        )
+        options.append({"settings": settings, "budget": budget, "chars": chars, "rate": rate, "predicted": predicted})
         if best is not None and predicted > best["predicted"]:
             break
         best = options[-1] if best is None or predicted < best["predicted"] else best
