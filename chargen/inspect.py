@@ -39,6 +39,7 @@ UNITS = 48  # units per layer whose cell state and gates are inlined (the hidden
 LOOKBACK = 200  # the furthest distance of the gradient curve
 POSITIONS = 32  # positions the gradient curve averages over
 SATURATED = 0.1  # a gate below this, or above 1 minus this, is saturated
+TRACKS = 0.3  # a unit is listed as tracking a property when |correlation| reaches this
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}  # sigmoid gates, in [0, 1]
 EXTRA = {"lstm": ("c", "i", "f", "o"), "gru": ("r", "z", "n"), "rnn": ()}  # signals beyond h
 
@@ -98,11 +99,12 @@ def features(text: str) -> dict[str, np.ndarray]:
     """Properties of each character of `text` that a unit may track."""
     n = len(text)
     quote, column, depth, indent, word = (np.zeros(n) for _ in range(5))
-    inside, col, level, lead, leading, letters = False, 0, 0, 0, True, 0
+    opened, col, level, lead, leading, letters = "", 0, 0, 0, True, 0  # opened: the quote a string began with
     for t, ch in enumerate(text):
         letters = letters + 1 if ch.isalnum() else 0
-        if ch == '"':
-            inside = not inside
+        apostrophe = ch == "'" and opened != "'" and t > 0 and text[t - 1].isalpha()  # it's, o'er
+        if ch in "\"'" and not apostrophe:
+            opened = "" if opened == ch else opened or ch
         if ch == "\n":
             col, lead, leading = 0, 0, True
         else:
@@ -115,7 +117,7 @@ def features(text: str) -> dict[str, np.ndarray]:
             level += 1
         elif ch in ")]}":
             level = max(0, level - 1)
-        quote[t], column[t], depth[t], indent[t], word[t] = inside, col, level, lead, letters
+        quote[t], column[t], depth[t], indent[t], word[t] = bool(opened), col, level, lead, letters
     ends = [line.endswith(":") for line in text.split("\n")]  # a speaker's name, a block's header
     header = np.repeat(np.array(ends, float), [len(line) + 1 for line in text.split("\n")])[:n]
     return {
@@ -129,7 +131,8 @@ def features(text: str) -> dict[str, np.ndarray]:
 
 
 def interesting(values: list[np.ndarray], feats: dict[str, np.ndarray], top: int = 5) -> list[dict]:
-    """For each feature, the units (layer, unit) whose activation correlates most with it, best first."""
+    """For each feature, the units (layer, unit) whose activation correlates most with it (|r| >= TRACKS), best
+    first."""
     found = []
     for name, f in feats.items():
         if f.std() == 0:
@@ -181,7 +184,7 @@ def lookback(model: CharLM, ids: torch.Tensor, furthest: int = LOOKBACK, positio
         hook.remove()
         model.zero_grad(set_to_none=True)
     norms = seen[0].grad.norm(dim=-1).mean(0)  # (span,): position span-1 is distance 0
-    return [round(float(v), 8) for v in norms.flip(0)]
+    return [float(f"{v:.4g}") for v in norms.flip(0).tolist()]  # four significant digits, however small
 
 
 def load(paths: list[str | os.PathLike], device: str = "cpu") -> list[Generator]:

@@ -174,3 +174,14 @@ def test_every_view_renders_offline_in_a_real_browser(page, tmp_path):
         tab.screenshot(path=str(tmp_path / "span-found.png"))
         browser.close()
     assert errors == [] and all(url.startswith("file:") for url in fetched)
+
+
+def test_the_text_properties_units_are_ranked_against():
+    text = "def f(a, b):\n    s = 'it''s'\n    return \"o'er\" + (a)\n"
+    f = inspect.features(text)
+    at = lambda s: text.index(s)  # noqa: E731
+    assert f["inside brackets"][at("a, b")] and not f["inside brackets"][at("def")]
+    assert f["inside quotes"][at("it")] and f["inside quotes"][at("er")] and not f["inside quotes"][at("return")]
+    assert f["indentation"][at("return")] == 4 and f["indentation"][at("def")] == 0
+    assert f["position in line"][at("f(")] == 5 and f["line ending in a colon"][at("def")] == 1
+    assert f["position in word"][at("turn")] == 3
