@@ -202,7 +202,7 @@ def report(gens: list[Generator], text: str, chars: int = CHARS, units: int = UN
     text = text[:chars]
     if len(text) < 2:
         raise ChargenError("the text is too short to inspect: give at least two characters")
-    ids = torch.as_tensor(gen.tokenizer.encode(text).astype("int64"), device=gen.device)
+    ids = _ids(gen, text)
     cell = gen.model.config.cell
     sig = signals(gen.model, ids)
     feats = features(text)
@@ -210,9 +210,6 @@ def report(gens: list[Generator], text: str, chars: int = CHARS, units: int = UN
     from chargen.score import surprisal
 
     scored = surprisal(gen, text)
-    with torch.inference_mode():  # the rank of each character among the model's guesses for it
-        logp = gen.model(ids[None, :-1])[0][0].float().log_softmax(-1)
-        rank = (logp > logp.gather(1, ids[1:, None])).sum(1) + 1
     return {
         "model": {
             "name": gen.checkpoint.describe() if gen.checkpoint else gen.describe(),
@@ -225,7 +222,7 @@ def report(gens: list[Generator], text: str, chars: int = CHARS, units: int = UN
         "surprisal": {
             "bits": [c["bits"] for c in scored["chars"]],
             "top": [c["top"] for c in scored["chars"]],
-            "rank": [None, *rank.tolist()],
+            "rank": [c["rank"] for c in scored["chars"]],
             "total_bits": scored["total_bits"],
             "mean_bits": scored["mean_bits"],
         },

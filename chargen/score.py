@@ -115,22 +115,25 @@ def score_file(generator, path: str | os.PathLike, dynamic: LearnConfig | None =
 
 @torch.inference_mode()
 def surprisal(generator, text: str, top_k: int = 5) -> dict:
-    """Bits of each character given those before it (the first has no context: null), and the model's top
-    guesses for it. Characters the model never saw score as its unknown symbol."""
+    """Bits of each character given those before it (the first has no context: null), its rank among the
+    model's guesses (1: the likeliest), and the top guesses. Characters the model never saw score as its
+    unknown symbol."""
     tok = generator.tokenizer
     if tok.kind != "char":
         raise ChargenError("scoring per character needs a character model; this one has subword pieces")
     ids = torch.as_tensor(tok.encode(text).astype("int64"), device=generator.device)[None]
-    chars = [{"char": c, "bits": None, "top": []} for c in text]
+    chars = [{"char": c, "bits": None, "rank": None, "top": []} for c in text]
     total = 0.0
     if ids.shape[1] > 1:
         logits, _ = generator.model(ids[:, :-1])
         logp = logits[0].float().log_softmax(-1)  # (T-1, V): the guesses for characters 1..T-1
-        got = logp.gather(1, ids[0, 1:, None])[:, 0] / -math.log(2)
+        actual = logp.gather(1, ids[0, 1:, None])
+        got, rank = actual[:, 0] / -math.log(2), (logp > actual).sum(1) + 1
         best = logp.topk(min(top_k, logp.shape[1]), -1)
-        for i, (bits, values, at) in enumerate(zip(got.tolist(), best.values.exp().tolist(), best.indices.tolist())):
-            chars[i + 1]["bits"] = round(bits, 4)
-            chars[i + 1]["top"] = [[tok.chars[j], round(p, 4)] for j, p in zip(at, values)]
+        rows = zip(got.tolist(), rank.tolist(), best.values.exp().tolist(), best.indices.tolist())
+        for i, (bits, r, values, at) in enumerate(rows):
+            top = [[tok.chars[j], round(p, 4)] for j, p in zip(at, values)]
+            chars[i + 1].update(bits=round(bits, 4), rank=r, top=top)
             total += bits
     scored = max(len(text) - 1, 0)
     return {"chars": chars, "total_bits": round(total, 4), "mean_bits": round(total / scored, 4) if scored else None}

@@ -10,7 +10,7 @@ Routes (JSON in and out; errors are `{"error": {"message", "type", "param"}}` wi
     POST /v1/sessions            a session, optionally primed; a completion naming it continues
                                  from its state and leaves the state after its text there
     GET/DELETE /v1/sessions/ID
-    POST /v1/score               per-character surprisal (bits) and the model's top guesses
+    POST /v1/score               per-character surprisal (bits), rank and the model's top guesses
     POST /v1/inspect             text (and chars): the page of `chargen inspect` for it, as HTML
     GET  /                       the page (chargen/static/index.html)
 
