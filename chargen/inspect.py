@@ -145,7 +145,9 @@ def interesting(values: list[np.ndarray], feats: dict[str, np.ndarray], top: int
             scored += [(abs(r), layer, u, r) for u, r in enumerate(corr)]
         scored.sort(reverse=True)
         found += [
-            {"feature": name, "layer": lay, "unit": u, "corr": round(float(r), 3)} for _, lay, u, r in scored[:top]
+            {"feature": name, "layer": layer, "unit": u, "corr": round(float(r), 3)}
+            for size, layer, u, r in scored[:top]
+            if size >= TRACKS
         ]
     return found
 
