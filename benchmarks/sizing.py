@@ -158,6 +158,13 @@ def auto(spec: str) -> None:
     )
 
 
+def own(done: dict) -> bool:
+    """Whether a run trained its rung as the ladder now has it (model, batch, lr), whatever its budget and dropout."""
+    rung = sizing.candidate(done["candidate"], done["device"]).flags()
+    others = set(variant(done)) - set(rung) - {"epochs", "dropout", "eval-every"}  # weight decay, say
+    return not others and all(float(done["flags"].get(k, v)) == float(v) for k, v in rung.items())
+
+
 def variant(done: dict) -> dict:
     """The flags a run set beyond its candidate's own: `spec`'s fourth part."""
     extra = done["spec"].split(":")[3:]
@@ -183,7 +190,7 @@ def table(write: bool) -> None:
             {k: d[k] for k in ("device", "corpus", "corpus_chars", "candidate", "budget")}
             | {"chars": d["chars_read"], "val": d["best_val"]}
             for d in done
-            if set(variant(d)) <= {"epochs", "dropout", "eval-every"}  # the ladder's own model, batch and lr
+            if own(d)
         ]
         for kind, device in (("cpu", "cpu"), ("gpu", "cuda")):  # the speeds the sweep's budgets were read at
             if (OUT / f"speeds-{device}.json").exists():
