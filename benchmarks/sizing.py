@@ -175,13 +175,14 @@ def table(write: bool) -> None:
     """The sweep's results as a Markdown table; with `write`, also as the points of chargen/sizing.json."""
     done = [json.loads(p.read_text()) for p in sorted(OUT.glob("*/*/done.json"))]
     done.sort(key=lambda d: (d["device"], d["corpus"], sizing.seconds(d["budget"]), d["best_val"]))
-    print("| device | corpus | model | budget | flags | characters read | epochs | best val nats/char |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| device | corpus | model | budget | dropout | lr | other flags | characters read | epochs | best val |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for d in done:
-        extra = ", ".join(f"{k} {v}" for k, v in variant(d).items())
+        f = d["flags"]
+        extra = ", ".join(f"{k} {v}" for k, v in variant(d).items() if k not in ("dropout", "lr"))
         print(
-            f"| {d['device']} | {d['corpus']} | {d['candidate']} | {d['budget']} | {extra} | {d['chars_read']:,} "
-            f"| {d['epochs']:.1f} | {d['best_val']:.4f} |"
+            f"| {d['device']} | {d['corpus']} | {d['candidate']} | {d['budget']} | {f.get('dropout', '-')} "
+            f"| {f.get('lr', '-')} | {extra} | {d['chars_read']:,} | {d['epochs']:.1f} | {d['best_val']:.4f} |"
         )
     if write:
         path = ROOT / "chargen" / "sizing.json"

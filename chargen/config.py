@@ -29,6 +29,8 @@ DEFAULT_TIME = "5m"  # the budget of a run given no --steps, --epochs or --time
 CHAT_STOP = ("\n\n",)  # a chat answer ends at a blank line unless told otherwise
 MAX_LAYERS, MAX_WIDTH = 64, 1 << 16  # far beyond any model that trains in a day, and a bound on what a file may ask
 MAX_SEED = 2**32 - 1
+INSPECT_CHARS = 5000  # characters an inspect page reads by default: a page that opens in a second
+INSPECT_UNITS = 48  # units per layer whose cell state and gates an inspect page holds (h is there for all)
 MIN_SP_VOCAB = 256 + 8  # the byte pieces, the unknown, begin and end symbols, newline, and a few characters
 
 

@@ -29,13 +29,13 @@ from importlib import resources
 import numpy as np
 import torch
 
+from chargen.config import INSPECT_CHARS, INSPECT_UNITS
 from chargen.errors import ChargenError
 from chargen.generate import Generator
 from chargen.model import CharLM
 
-CHARS = 5000  # characters read by default: a page that opens in a second
+CHARS, UNITS = INSPECT_CHARS, INSPECT_UNITS
 MAX_CHARS = 20_000  # the most a served page reads: its size grows with the text
-UNITS = 48  # units per layer whose cell state and gates are inlined (the hidden state is, for all)
 LOOKBACK = 200  # the furthest distance of the gradient curve
 POSITIONS = 32  # positions the gradient curve averages over
 SATURATED = 0.1  # a gate below this, or above 1 minus this, is saturated

@@ -8,7 +8,7 @@ import click
 
 from chargen.cli import cli
 from chargen.cli.options import device_option, resolve_checkpoint
-from chargen.inspect import CHARS, UNITS
+from chargen.config import INSPECT_CHARS, INSPECT_UNITS
 
 
 @cli.command("inspect")
@@ -23,11 +23,13 @@ from chargen.inspect import CHARS, UNITS
 )
 @click.argument("file", type=click.Path())
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="The page to write  [default: FILE's name.html]")
-@click.option("--chars", type=click.IntRange(2), default=CHARS, show_default=True, help="Characters of FILE to read.")
+@click.option(
+    "--chars", type=click.IntRange(2), default=INSPECT_CHARS, show_default=True, help="Characters of FILE to read."
+)
 @click.option(
     "--units",
     type=click.IntRange(1),
-    default=UNITS,
+    default=INSPECT_UNITS,
     show_default=True,
     help="Units per layer whose cell state and gates go in the page (the hidden state goes in for all).",
 )
