@@ -46,13 +46,13 @@ PLAN = [
     "shakespeare:2x512:5m",
     "shakespeare:2x384:5m:dropout=0.0",
     "shakespeare:2x384:5m:lr=0.006",
+    "shakespeare:2x384:5m:dropout=0.0,lr=0.006",
     "shakespeare:2x256:1m",
     "shakespeare:2x128:1m",
     "shakespeare:2x384:1m",
     "words:2x128:5m",
     "words:2x256:5m",
     "words:2x384:5m",
-    "shakespeare:2x128:5m",
 ]
 
 
