@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from chargen import sizing
+from chargen.config import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "sizing"  # --out changes it
@@ -85,7 +86,7 @@ def run(spec: str, rates: dict[str, float], device: str, clock: bool) -> None:
     corpus, mode = CORPORA[corpus_key]
     flags = dict(candidate.flags())
     flags.update(dict(kv.split("=") for kv in extra[0].split(",")) if extra else {})
-    seconds = sizing.seconds(budget)
+    seconds = parse_duration(budget)
     chars = sizing.readable(rates[name], seconds)
     tokens_per_step = int(flags["batch-size"]) * int(flags["seq-len"])
     steps = max(1, round(chars / tokens_per_step))
@@ -174,7 +175,7 @@ def variant(done: dict) -> dict:
 def table(write: bool) -> None:
     """The sweep's results as a Markdown table; with `write`, also as the points of chargen/sizing.json."""
     done = [json.loads(p.read_text()) for p in sorted(OUT.glob("*/*/done.json"))]
-    done.sort(key=lambda d: (d["device"], d["corpus"], sizing.seconds(d["budget"]), d["best_val"]))
+    done.sort(key=lambda d: (d["device"], d["corpus"], parse_duration(d["budget"]), d["best_val"]))
     print("| device | corpus | model | budget | dropout | lr | other flags | characters read | epochs | best val |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for d in done:

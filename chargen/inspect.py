@@ -21,9 +21,8 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import math
 import os
-from dataclasses import dataclass
+import re
 from importlib import resources
 
 import numpy as np
@@ -44,11 +43,7 @@ GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}  # sigmoid gates
 EXTRA = {"lstm": ("c", "i", "f", "o"), "gru": ("r", "z", "n"), "rnn": ()}  # signals beyond h
 
 
-@dataclass
-class Signals:
-    """Every signal of every layer as float arrays (T, hidden), and the inputs each layer read."""
-
-    values: dict[str, list[np.ndarray]]
+Signals = dict[str, list[np.ndarray]]  # each signal's float arrays (T, hidden), one per layer, by name
 
 
 @torch.inference_mode()
@@ -65,7 +60,7 @@ def signals(model: CharLM, ids: torch.Tensor) -> Signals:
         if cell == "lstm":
             cs.append(state[1][:, 0])
     h = torch.stack(hs, 1)  # (layers, T, H)
-    values: dict[str, list[np.ndarray]] = {"h": [h[k].float().cpu().numpy() for k in range(layers)]}
+    values: Signals = {"h": [h[k].float().cpu().numpy() for k in range(layers)]}
     if cell == "lstm":
         c = torch.stack(cs, 1)
         values["c"] = [c[k].float().cpu().numpy() for k in range(layers)]
@@ -75,7 +70,7 @@ def signals(model: CharLM, ids: torch.Tensor) -> Signals:
         for name, g in gates(model, k, x, before).items():
             values.setdefault(name, []).append(g.float().cpu().numpy())
         x = h[k]  # what the next layer read
-    return Signals(values)
+    return values
 
 
 def gates(model: CharLM, layer: int, x: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -118,8 +113,9 @@ def features(text: str) -> dict[str, np.ndarray]:
         elif ch in ")]}":
             level = max(0, level - 1)
         quote[t], column[t], depth[t], indent[t], word[t] = bool(opened), col, level, lead, letters
-    ends = [line.endswith(":") for line in text.split("\n")]  # a speaker's name, a block's header
-    header = np.repeat(np.array(ends, float), [len(line) + 1 for line in text.split("\n")])[:n]
+    lines = text.split("\n")
+    ends = [line.endswith(":") for line in lines]  # a speaker's name, a block's header
+    header = np.repeat(np.array(ends, float), [len(line) + 1 for line in lines])[:n]
     return {
         "inside quotes": quote,
         "position in line": column,
@@ -156,7 +152,7 @@ def saturation(sig: Signals, cell: str) -> list[dict]:
     """Per layer and sigmoid gate: each unit's fraction of characters below SATURATED and above 1 - SATURATED."""
     out = []
     for name in GATES[cell]:
-        for layer, g in enumerate(sig.values[name]):
+        for layer, g in enumerate(sig[name]):
             left, right = (g < SATURATED).mean(0), (g > 1 - SATURATED).mean(0)
             out.append({"gate": name, "layer": layer, "left": _rounded(left), "right": _rounded(right)})
     return out
@@ -208,7 +204,7 @@ def report(gens: list[Generator], text: str, chars: int = CHARS, units: int = UN
     cell = gen.model.config.cell
     sig = signals(gen.model, ids)
     feats = features(text)
-    ranked = interesting(sig.values["c" if cell == "lstm" else "h"], feats)
+    ranked = interesting(sig["c" if cell == "lstm" else "h"], feats)
     from chargen.score import surprisal
 
     scored = surprisal(gen, text)
@@ -251,7 +247,7 @@ def _ids(gen: Generator, text: str) -> torch.Tensor:
 def _inlined(sig: Signals, cell: str, ranked: list[dict], units: int) -> dict:
     """Each signal as bytes (base64), with the range that maps 0..255 back to values: h for every unit, the
     others for the ranked units first, then those whose h varies most, up to `units` per layer."""
-    h = sig.values["h"]
+    h = sig["h"]
     chosen = []
     for layer, a in enumerate(h):
         picked = [r["unit"] for r in ranked if r["layer"] == layer]
@@ -259,7 +255,7 @@ def _inlined(sig: Signals, cell: str, ranked: list[dict], units: int) -> dict:
         chosen.append(list(dict.fromkeys(picked))[:units])
     out = {"h": {"units": None, "layers": [_quantised(a) for a in h]}}
     for name in EXTRA[cell]:
-        out[name] = {"units": chosen, "layers": [_quantised(a[:, u]) for a, u in zip(sig.values[name], chosen)]}
+        out[name] = {"units": chosen, "layers": [_quantised(a[:, u]) for a, u in zip(sig[name], chosen)]}
     return out
 
 
@@ -287,10 +283,10 @@ def render(data: dict) -> str:
     return page.replace("/*DATA*/null", payload)
 
 
+def read(page: str) -> dict:
+    """The data a page holds, as its script reads it: `render`'s inverse."""
+    return json.loads(re.search(r"const DATA = (.*?);\n", page, re.S).group(1).replace("<\\/", "</"))
+
+
 def mib(page: str) -> float:
     return len(page.encode()) / 2**20
-
-
-def nats_per_char(data: dict) -> float:
-    """The mean surprisal in nats: what `chargen eval` reports for the same text."""
-    return data["surprisal"]["mean_bits"] * math.log(2)

@@ -18,8 +18,6 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 
-from chargen.config import parse_duration
-
 EVAL_SHARE = 0.05  # of a timed run's clock spent on validation and checkpoints, not on reading
 MEASURE_SHARE = 0.05  # of a time budget that timing candidates may take: no more candidates are tried after it
 # (up to this many epochs, dropout): a 2x384 reading 1.8 epochs reached 1.510 with none and 1.535 with 0.1;
@@ -66,10 +64,6 @@ def ladder(device: str, tab: dict | None = None) -> list[Candidate]:
 
 def candidate(name: str, device: str) -> Candidate:
     return next(c for c in ladder(device) if c.name == name)
-
-
-def seconds(budget: str) -> float:
-    return parse_duration(budget)
 
 
 def readable(chars_per_sec: float, seconds: float) -> float:

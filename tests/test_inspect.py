@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import subprocess
 import sys
 
@@ -24,9 +23,7 @@ from .test_serve import chromium
 
 
 def page_data(path) -> dict:
-    """The data a page holds, read back the way its script reads it."""
-    html = path.read_text(encoding="utf-8")
-    return json.loads(re.search(r"const DATA = (.*?);\n", html, re.S).group(1).replace("<\\/", "</"))
+    return inspect.read(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +88,7 @@ def test_the_gates_rebuild_the_state_the_cell_itself_computed(tmp_path, corpus_p
     trainer.run()
     ids = torch.as_tensor(trainer.corpus.val[:300].astype("int64"))
     sig = inspect.signals(trainer.model, ids)
-    v = {k: [torch.as_tensor(a) for a in layers] for k, layers in sig.values.items()}
+    v = {k: [torch.as_tensor(a) for a in layers] for k, layers in sig.items()}
     for k in range(2):
         h = v["h"][k]
         before = torch.cat([torch.zeros_like(h[:1]), h[:-1]])

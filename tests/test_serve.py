@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import socket
@@ -18,6 +17,7 @@ import torch
 from starlette.testclient import TestClient
 
 import chargen
+from chargen import inspect
 from chargen.config import ServeConfig
 from chargen.score import evaluate
 from chargen.serve import create_app
@@ -159,7 +159,7 @@ def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(clie
     writing = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 50, "seed": 1})  # same model
     page = client.post("/v1/inspect", json={"text": text, "chars": 300})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    data = json.loads(re.search(r"const DATA = (.*?);\n", page.text, re.S).group(1).replace("<\\/", "</"))
+    data = inspect.read(page.text)
     assert data["text"] == text[:300] and len(data["surprisal"]["bits"]) == 300
     assert writing.status_code == 200
     again = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 50, "seed": 1})
