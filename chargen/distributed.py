@@ -32,6 +32,11 @@ class Ranks:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def backend(self) -> str:
+        """How the ranks talk: "nccl" between GPUs, "gloo" on CPUs; "none" for one process."""
+        return dist.get_backend() if self.world > 1 else "none"
+
     def rows(self, batch: int) -> slice:
         """The streams of a global batch this rank owns."""
         per = batch // self.world

@@ -23,11 +23,11 @@ import copy
 import json
 import os
 import re
-from importlib import resources
 
 import numpy as np
 import torch
 
+from chargen import pages
 from chargen.config import INSPECT_CHARS, INSPECT_UNITS
 from chargen.errors import ChargenError
 from chargen.generate import Generator
@@ -277,15 +277,18 @@ def _rounded(a: np.ndarray) -> list[float]:
 
 
 def render(data: dict) -> str:
-    """The self-contained page: the template with the data inlined (no other file, no network)."""
-    page = resources.files("chargen").joinpath("static/inspect.html").read_text()
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    return page.replace("/*DATA*/null", payload)
+    """The self-contained page: the template with the data inlined (no other file, no network).
+
+    Every "<" in the data is written as \\u003c, so no text or name can close the script or open a comment in it, and
+    the page's policy runs its one script by hash alone: a handler or a script smuggled in by the data never runs.
+    """
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    return pages.locked(pages.template("inspect.html").replace("/*DATA*/null", payload))
 
 
 def read(page: str) -> dict:
     """The data a page holds, as its script reads it: `render`'s inverse."""
-    return json.loads(re.search(r"const DATA = (.*?);\n", page, re.S).group(1).replace("<\\/", "</"))
+    return json.loads(re.search(r"const DATA = (.*?);\n", page, re.S).group(1))
 
 
 def mib(page: str) -> float:

@@ -88,6 +88,8 @@ def prepare(
     ranks = setup(config.device)  # one process, or a rank of a torchrun run
     if not ranks.main:
         reporter = Reporter()  # one process talks
+    elif ranks.world > 1:
+        reporter.note(f"torchrun: training on {ranks.world} processes ({ranks.backend} backend)")
     # rank 0 chooses the folder and encodes the corpus; the others then find both ready
     out_dir = ranks.broadcast(output_folder(corpus, out, resume, overwrite, reporter) if ranks.main else None)
     if ranks.main:

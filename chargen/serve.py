@@ -29,13 +29,13 @@ import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib.resources import files
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from chargen import pages
 from chargen.config import MAX_SEED, SampleConfig, ServeConfig
 from chargen.engine import Engine, Stream
 from chargen.errors import ChargenError, SettingError
@@ -329,8 +329,14 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
             raise RequestError(400, "text must hold at least two characters", "text")
         return HTMLResponse(await asyncio.to_thread(lambda: render(report([generator], text, chars=chars))))
 
+    html = pages.template("index.html")
+    policy = (
+        f"default-src 'none'; script-src {pages.script_source(html)}; style-src 'unsafe-inline'; img-src data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
     async def page(request: Request) -> Response:
-        return HTMLResponse((files("chargen") / "static" / "index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(html, headers={"Content-Security-Policy": policy})
 
     @asynccontextmanager
     async def lifespan(app):

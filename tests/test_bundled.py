@@ -9,7 +9,10 @@ from chargen import checkpoint
 from .test_cli import run
 
 BUNDLED = checkpoint.bundled("shakespeare")
-pytestmark = pytest.mark.skipif(BUNDLED is None, reason="chargen/bundled/shakespeare.pt is missing")
+pytestmark = pytest.mark.skipif(
+    BUNDLED is None,
+    reason="chargen/bundled/shakespeare.pt is missing: git checkout -- chargen/bundled",
+)
 
 
 def test_sample_with_no_model_of_ones_own_uses_the_bundled_one(tmp_path):

@@ -45,6 +45,7 @@ def test_only_rank_zero_writes_and_talks(runs):
     two, _, done = runs
     assert sorted(p.name for p in two.iterdir()) == [".lock", "best.pt", "last.pt", "metrics.jsonl"]
     assert done.stderr.count("best val") == 1 and done.stderr.count("training a 1x32 LSTM") == 1
+    assert done.stderr.count("torchrun: training on 2 processes (gloo backend)") == 1
 
 
 def test_a_run_of_two_processes_resumes_on_one(runs, corpus_path):

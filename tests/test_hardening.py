@@ -438,7 +438,7 @@ def test_14_python_errors_are_the_librarys_and_name_the_argument(tiny_ckpt, call
         assert "--" not in str(caught.value)  # a Python caller typed no flag
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU here")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without a GPU says; torch sees one here")
 def test_14_a_device_that_is_not_here(tiny_ckpt):
     with pytest.raises(SettingError, match="device cuda:0: torch sees no such device here"):
         chargen.load(tiny_ckpt, device="cuda:0")

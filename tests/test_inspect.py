@@ -129,14 +129,13 @@ def test_the_page_of_a_2x384_model_on_5000_characters_stays_small(corpus_path):
 
 
 def test_every_view_renders_offline_in_a_real_browser(page, tmp_path):
-    if chromium() is None:
-        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    executable = chromium()
     from playwright.sync_api import sync_playwright
 
     out, _ = page
     errors, fetched = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         context = browser.new_context(offline=True, viewport={"width": 1200, "height": 800})
         tab = context.new_page()
         tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

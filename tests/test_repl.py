@@ -209,7 +209,7 @@ def test_undo_returns_to_the_state_before_the_last_turn(tiny_ckpt):
 
 
 def test_a_real_terminal_session(tiny_ckpt, tmp_path):
-    pexpect = pytest.importorskip("pexpect")
+    pexpect = pytest.importorskip("pexpect", reason="the terminal tests need pexpect: pip install -e '.[test]'")
     env = {**os.environ, "CHARGEN_HOME": str(tmp_path), "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"}
     child = pexpect.spawn(
         sys.executable,
