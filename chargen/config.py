@@ -285,6 +285,18 @@ class SampleConfig(_Plain):
             _require(-2 <= value <= 2, name, f"must be from -2 to 2, as in OpenAI's API, not {value}")
         self.stop = tuple(s for s in self.stop if s)
 
+    @property
+    def drawing(self) -> dict:
+        """The keyword arguments of the draw (`chargen.writer.sample`) these settings give."""
+        return {"temperature": self.temp, "top_k": self.top_k, "top_p": self.top_p, "min_p": self.min_p}
+
+    @property
+    def penalties(self) -> dict | None:
+        """The keyword arguments of `chargen.writer.penalize` these settings give; None when every penalty is off."""
+        if self.repeat_penalty == 1 and not self.presence_penalty and not self.frequency_penalty:
+            return None
+        return {"repeat": self.repeat_penalty, "presence": self.presence_penalty, "frequency": self.frequency_penalty}
+
 
 @dataclass
 class LearnConfig(_Plain):

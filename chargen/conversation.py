@@ -147,13 +147,11 @@ class Conversation:
         before = self._before(turn)
         seeds = torch.randint(MAX_SEED + 1, (n,), generator=self.rng, device=self.rng.device).tolist()
         generators = [self.generator.rng(seed) for seed in seeds]
-        batch = Primed(
-            tuple(s.expand(-1, n, -1).contiguous() for s in before.state), before.logits.expand(n, -1).contiguous()
-        )
+        batch = before.expand(n)
         texts = [""] * n
         for b, piece in self.generator.stream(batch, self.config, generators, keep_stop=True):
             texts[b] += piece
-        self.candidates = [(seeds[b], texts[b], batch.select(b), generators[b].get_state()) for b in range(n)]
+        self.candidates = [(seeds[b], texts[b], batch.take([b]), generators[b].get_state()) for b in range(n)]
         return [(seed, self._unstopped(text)) for seed, text, _, _ in self.candidates]
 
     def _unstopped(self, text: str) -> str:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from chargen.config import SampleConfig
-from chargen.generate import Generator, Primed, StopMatcher, penalize, sample
+from chargen.generate import Generator, Primed
+from chargen.writer import Row
 
 logger = logging.getLogger(__name__)
 DELIVER_EVERY = 0.02  # seconds: text goes to the event loop at most this often (50 times a second per stream)
@@ -27,21 +28,19 @@ DELIVER_EVERY = 0.02  # seconds: text goes to the event loop at most this often 
 
 @dataclass
 class Stream:
-    """One sample being written: its settings, its decoding, and the queue its text goes to."""
+    """One sample being written: its writer row, the queue its text goes to, and what it has written."""
 
     primed: Primed  # the state it starts from; once it ends, the state after its last character
-    config: SampleConfig
-    rng: torch.Generator
-    stop: StopMatcher
-    decoder: object
-    left: int
+    row: Row  # its settings, draw, decoding, stop and length (the writer's)
     queue: asyncio.Queue  # (stream, piece) as text is written, then (stream, None) at its end
     index: int = 0  # among the streams of its request
     text: list[str] = field(default_factory=list)
-    finish: str | None = None  # "stop" (a stop string), "length", or "error"; None while running
-    recent: torch.Tensor | None = None  # with penalties: its last ids written, and how often each token is there
-    counts: torch.Tensor | None = None
     cancelled: bool = False  # the client is gone: leave at the next step
+
+    @property
+    def finish(self) -> str | None:
+        """ "stop" (a stop string), "length", or "error"; None while it writes."""
+        return self.row.finish
 
 
 class Engine:
@@ -50,8 +49,7 @@ class Engine:
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
         self.rows: list[Stream] = []  # the batch, in row order (the engine thread's alone)
-        self.state: tuple[torch.Tensor, ...] | None = None  # (layers, rows, hidden) each
-        self.logits: torch.Tensor | None = None  # (rows, V): the next draw of each row
+        self.batch: Primed | None = None  # every row's state and next-token logits, in row order
         self.peak = 0  # the most streams stepped together so far
         self.steps = 0
         self._pending: list[Stream] = []  # added, not yet in the batch
@@ -84,12 +82,9 @@ class Engine:
     ) -> Stream:
         """A new stream from `primed` (a batch of one, which the stream then owns), stepped from the next step;
         its text goes to `queue`."""
-        decoder = self.generator.tokenizer.decoder()
-        stream = Stream(primed, config, rng, StopMatcher(config.stop), decoder, config.length, queue, index)
-        if config.repeat_penalty != 1 or config.presence_penalty or config.frequency_penalty:
-            stream.recent, stream.counts = primed.recent, self.generator._counts(primed.recent, 1)
-        if config.length == 0:
-            stream.finish = "length"
+        recent = None if primed.recent is None else primed.recent[0]
+        stream = Stream(primed, self.generator.writer.row(config, rng, recent), queue, index)
+        if stream.finish is not None:  # nothing to write
             queue.put_nowait((stream, None))
             return stream
         with self._lock:
@@ -110,8 +105,8 @@ class Engine:
                     logger.exception("a step of %d streams failed; they end with finish_reason 'error'", len(self.rows))
                     out = [(s, None) for s in self.rows]
                     for s in self.rows:
-                        s.finish = "error"
-                    self.rows, self.state, self.logits = [], None, None
+                        s.row.finish = "error"
+                    self.rows, self.batch = [], None
                     self._deliver(out)
                     continue
                 self._leave(ended)
@@ -123,10 +118,7 @@ class Engine:
         if not fresh:
             return False
         parts = [s.primed for s in fresh]
-        if self.state is not None:
-            parts.insert(0, Primed(self.state, self.logits))
-        self.state = tuple(torch.cat([p.state[i] for p in parts], 1) for i in range(len(parts[0].state)))
-        self.logits = torch.cat([p.logits for p in parts])
+        self.batch = Primed.cat(parts if self.batch is None else [self.batch, *parts])
         self.rows += fresh
         return True
 
@@ -137,59 +129,27 @@ class Engine:
             return
         keep = [b for b in range(len(self.rows)) if b not in gone]
         self.rows = [self.rows[b] for b in keep]
-        if not keep:
-            self.state, self.logits = None, None
-            return
-        at = torch.tensor(keep, device=self.logits.device)
-        self.state = tuple(part.index_select(1, at) for part in self.state)
-        self.logits = self.logits.index_select(0, at)
+        self.batch = self.batch.take(keep) if keep else None
 
     @torch.inference_mode()
     def _step(self) -> list[int]:
         """Draw one token for every row, step the model once for all of them, send the text on; the rows
         that ended."""
-        rows, logits = self.rows, self.logits  # replaced by this step's, so masking it in place is safe
+        writer, batch, rows = self.generator.writer, self.batch, [s.row for s in self.rows]
         self.peak = max(self.peak, len(rows))
-        penalized = [b for b, s in enumerate(rows) if s.counts is not None]
-        for b in penalized:
-            c = rows[b].config
-            how = (c.repeat_penalty, c.presence_penalty, c.frequency_penalty)
-            logits[b] = penalize(logits[b : b + 1], rows[b].counts, *how)[0]
-        banned = self.generator._banned_ids
-        if len(banned):
-            logits.index_fill_(1, banned, -torch.inf)
-        groups: dict[tuple, list[int]] = {}  # streams with the same settings draw in one call, each from its own rng
-        for b, s in enumerate(rows):
-            groups.setdefault((s.config.temp, s.config.top_k, s.config.top_p, s.config.min_p), []).append(b)
-        if len(groups) == 1:
-            ids = sample(logits, *next(iter(groups))[:3], [s.rng for s in rows], rows[0].config.min_p)
-        else:
-            ids = torch.empty(len(rows), dtype=torch.long, device=logits.device)
-            for (temp, top_k, top_p, min_p), members in groups.items():
-                at = torch.tensor(members, device=logits.device)
-                ids[at] = sample(logits[at], temp, top_k, top_p, [rows[b].rng for b in members], min_p)
-        for b in penalized:
-            s = rows[b]
-            s.recent, s.counts = Generator._remember(s.recent, s.counts, ids[b : b + 1], s.config.repeat_window)
-        self.logits, self.state = self.generator.model.step(ids, self.state)
+        ids = writer.draw(rows, batch.logits)
+        batch.logits, batch.state = self.generator.model.step(ids, batch.state)
         self.steps += 1
         out, ended, first = [], [], False  # first: some stream wrote its first text, which goes out at once
-        for b, (s, token) in enumerate(zip(rows, ids.tolist())):
+        for b, (s, piece) in enumerate(zip(self.rows, writer.emit(rows, ids))):
             if s.cancelled:
                 continue
-            piece = s.stop.feed(s.decoder.feed(token))[: s.left]
-            s.left -= len(piece)
-            if s.stop.stopped:
-                s.finish = "stop"
-            elif s.left <= 0:
-                s.finish = "length"
-                piece += s.stop.flush()[: max(s.left, 0)]
             if piece:
                 s.text.append(piece)
                 out.append((s, piece))
                 first = first or len(s.text) == 1
             if s.finish is not None:  # its state after its last character, for a session to go on from
-                s.primed = Primed(tuple(p[:, b : b + 1].clone() for p in self.state), self.logits[b : b + 1].clone())
+                s.primed = batch.take([b])
                 out.append((s, None))
                 ended.append(b)
         self._outbox += out

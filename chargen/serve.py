@@ -62,10 +62,19 @@ class RequestError(Exception):
 
 @dataclass
 class Session:
+    """A text the server keeps reading: its state, everything it has read, when it was last used."""
+
     primed: Primed
     text: str
     used: float
     busy: bool = False
+
+    def complete(self, prompt: str, stream: Stream) -> None:
+        """After a completion in this session: the state it ended in and the text that state has read, the stop
+        string included (as a chat's turn keeps it); a completion whose client left changes nothing."""
+        if not stream.cancelled:
+            self.primed, self.text = stream.primed, self.text + prompt + "".join(stream.text) + stream.row.stop.held
+        self.busy, self.used = False, time.monotonic()
 
 
 class Server:
@@ -246,9 +255,7 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
 
         def finished(stream: Stream) -> None:
             if session is not None:
-                if not stream.cancelled:
-                    session.primed, session.text = stream.primed, session.text + prompt + "".join(stream.text)
-                session.busy, session.used = False, time.monotonic()
+                session.complete(prompt, stream)
 
         if data.get("stream"):
             return StreamingResponse(

@@ -10,7 +10,7 @@ from chargen import turns
 from chargen.config import SampleConfig
 from chargen.conversation import Conversation
 from chargen.errors import ChargenError
-from chargen.generate import penalize, sample
+from chargen.writer import penalize, sample
 
 from .test_repl import Recorder, drive
 

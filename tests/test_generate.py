@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import chargen
-from chargen.generate import StopMatcher, sample
+from chargen.writer import StopMatcher, sample
 
 
 def test_greedy_and_top_k_1_pick_the_argmax():
@@ -36,7 +36,7 @@ def test_stop_strings_that_straddle_pieces():
     out = "".join(m.feed(c) for c in ["ab", "c\n", "x", "E", "N", "D", "more"])
     assert out == "abc\nx" and m.stopped
     m = StopMatcher(("\n\n",))
-    assert m.feed("a\n") == "a" and m.feed("b") == "\nb" and m.feed("\n") == "" and m.flush() == "\n"
+    assert m.feed("a\n") == "a" and m.feed("b") == "\nb" and m.feed("\n") == "" and m.pending == "\n"
 
 
 def test_same_seed_same_text(tiny_ckpt):

@@ -133,6 +133,58 @@ def test_a_session_carries_the_state_between_completions(client, model):
     assert client.get(f"/v1/sessions/{sid}").status_code == 404
 
 
+def test_a_served_session_and_a_chat_fed_the_same_turns_end_in_equal_states(model):
+    """The stop string a completion ends at is read by the state: the session's text keeps it, as a chat's turn
+    does, so a session and a chat of the same turns hold the same text and the same state."""
+    from chargen.config import SampleConfig
+    from chargen.conversation import Conversation, Framing
+
+    chat = Conversation(model, SampleConfig(length=40, stop=("\n",)), Framing("ROMEO:\n", "JULIET:\n"))
+    with TestClient(create_app(model)) as client:
+        sid, stops = None, 0
+        for k, line in enumerate(["the king is dead", "long live the queen", "and all her men"]):
+            chat.rng.manual_seed(k)
+            chat.feed(line)
+            answer = "".join(chat.answer())
+            if sid is None:
+                sid, prompt = client.post("/v1/sessions", json={"prime": chat.turn.fed}).json()["id"], ""
+            else:
+                prompt = chat.turn.fed
+            body = dict(session=sid, prompt=prompt, max_tokens=40, seed=k, temperature=0.8, stop=["\n"])
+            choice = complete(client, **body)["choices"][0]
+            stops += choice["finish_reason"] == "stop"
+            assert answer == choice["text"] + ("\n" if choice["finish_reason"] == "stop" else "")
+        session = client.app.state.server.sessions[sid]
+        assert stops >= 1  # some answer ended at the stop string, which both states have read
+        assert session.text == chat.text == client.get(f"/v1/sessions/{sid}").json()["text"]
+        assert all(torch.equal(a, b) for a, b in zip(session.primed.state, chat.turn.after.state))
+        assert torch.equal(session.primed.logits, chat.turn.after.logits)
+
+
+def test_a_served_subword_model_streams_whole_characters(tmp_path):
+    """A SentencePiece model whose likeliest draws are byte pieces: 200 streamed completions, not one U+FFFD."""
+    from chargen.config import ModelConfig
+    from chargen.generate import Generator
+    from chargen.model import CharLM
+    from chargen.subword import SentencePieceTokenizer
+
+    from .conftest import make_text
+    from .test_subword import MIXED
+
+    sp = SentencePieceTokenizer.train((make_text(300) + MIXED * 20).split("\n"), vocab_size=400)
+    torch.manual_seed(0)
+    model = CharLM(sp.vocab_size, ModelConfig(layers=1, hidden=16, embed=8))
+    with torch.no_grad():
+        model.head.bias[list(sp.byte_pieces())] += 4.0  # make byte pieces the likeliest draws
+    texts = [""] * 200
+    with TestClient(create_app(Generator(model, sp))) as client:
+        for first in range(0, 200, 10):
+            for event in streamed(client, prompt="x", max_tokens=30, temperature=1.0, n=10, seed=first):
+                choice = event["choices"][0]
+                texts[first + choice["index"]] += choice["text"]
+    assert all(len(t) == 30 for t in texts) and not any("\ufffd" in t for t in texts)
+
+
 def test_sessions_are_capped_and_expire(model):
     with TestClient(create_app(model, ServeConfig(max_sessions=2, session_ttl=0.2))) as c:
         a, b = (c.post("/v1/sessions", json={}).json()["id"] for _ in range(2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import click
 
 from chargen.config import DEFAULT_DEVICE, DEVICES, LearnConfig, SampleConfig
@@ -66,8 +68,7 @@ def _setting(flag: str, kind: type, help: str):
     return click.option(flag, type=kind, default=default, show_default=True, help=help)
 
 
-SAMPLING = ("temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_window", "presence_penalty")
-SAMPLING += ("frequency_penalty", "length", "seed", "stop")
+SAMPLING = tuple(f.name for f in fields(SampleConfig))  # each has its flag in `sampling_options`
 
 
 def sample_config(flags: dict, default_stop: tuple[str, ...] = ()) -> SampleConfig:
