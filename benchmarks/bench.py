@@ -34,7 +34,7 @@ from chargen.data import Corpus
 from chargen.generate import Generator
 from chargen.model import CharLM
 from chargen.tokenizer import CharTokenizer
-from chargen.trainer import Trainer
+from chargen.training.trainer import Trainer
 
 SIZES = {"1x128": (1, 128), "2x256": (2, 256), "3x512": (3, 512), "2x1024": (2, 1024)}
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@
     python benchmarks/bigcorpus.py measure            # setting a run up on it, with an empty id cache, then again
     python benchmarks/bigcorpus.py eval               # scoring 1M characters of it, twice in one process
 
-"Setting up" is `chargen.run.prepare` (what `chargen train` does before its first step: count,
+"Setting up" is `chargen.training.run.prepare` (what `chargen train` does before its first step: count,
 fit the vocabulary, split, encode to the id cache, build the model); each is timed in a fresh
 process, whose peak resident memory is read from the kernel. The text is never committed.
 """
@@ -26,7 +26,7 @@ CORPUS = OUT / "big.txt"
 
 PREPARE = """
 import json, resource, sys, time
-from chargen.run import prepare
+from chargen.training.run import prepare
 start = time.perf_counter()
 trainer = prepare(sys.argv[1], out=sys.argv[2], overwrite=True, steps=1, device="cpu")
 seconds, c = time.perf_counter() - start, trainer.corpus

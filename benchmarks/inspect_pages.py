@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from chargen import inspect
+from chargen.inspect import page as inspect
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "inspect"

@@ -4,7 +4,7 @@
     python benchmarks/sizing.py run                   # every run of the plan below not yet done
     python benchmarks/sizing.py run shakespeare:2x256:5m
     python benchmarks/sizing.py speeds                # chars/s of each candidate here: out/sizing/speeds-cpu.json
-    python benchmarks/sizing.py table                 # writes chargen/sizing.json's points, prints a table
+    python benchmarks/sizing.py table                 # writes chargen/training/sizing.json's points, prints a table
     python benchmarks/sizing.py auto shakespeare:5m   # `chargen train` with no flags, timed: what it chose and reached
     bash benchmarks/gpu.sh                            # the GPU's speeds and runs, on a CUDA machine
 
@@ -29,8 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chargen import sizing
 from chargen.config import parse_duration
+from chargen.training import sizing
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "sizing"  # --out changes it
@@ -67,7 +67,7 @@ def make_words() -> None:
 def speeds(device: str, out: Path) -> None:
     """Training chars/s of every candidate for `device` on tiny shakespeare, as `chargen train` measures them."""
     from chargen.config import ModelConfig, TrainConfig
-    from chargen.run import load_corpus_for
+    from chargen.training.run import load_corpus_for
 
     config = TrainConfig(device=device, steps=1)
     data = load_corpus_for(CORPORA["shakespeare"][0], config)
@@ -173,7 +173,7 @@ def variant(done: dict) -> dict:
 
 
 def table(write: bool) -> None:
-    """The sweep's results as a Markdown table; with `write`, also as the points of chargen/sizing.json."""
+    """The sweep's results as a Markdown table; with `write`, also as the points of chargen/training/sizing.json."""
     done = [json.loads(p.read_text()) for p in sorted(OUT.glob("*/*/done.json"))]
     done.sort(key=lambda d: (d["device"], d["corpus"], parse_duration(d["budget"]), d["best_val"]))
     print("| device | corpus | model | budget | dropout | lr | other flags | characters read | epochs | best val |")
@@ -217,7 +217,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--speeds", default=None, help="chars/s of each candidate [default: out/sizing/speeds-DEVICE.json]")
     ap.add_argument("--clock", action="store_true", help="budget each run by wall-clock time, not by steps")
-    ap.add_argument("--write", action="store_true", help="table: write the points into chargen/sizing.json")
+    ap.add_argument("--write", action="store_true", help="table: write the points into chargen/training/sizing.json")
     ap.add_argument("--out", default=None, help="the runs' folder [default: benchmarks/out/sizing]")
     args = ap.parse_args()
     global OUT

@@ -17,7 +17,7 @@ from chargen.config import DEFAULT_DEVICE
 
 if TYPE_CHECKING:
     from chargen.generate import Generator
-    from chargen.trainer import Result
+    from chargen.training.trainer import Result
 
 __version__ = "0.1.0"
 __all__ = ["load", "train", "__version__"]
@@ -34,7 +34,7 @@ def train(corpus: str | os.PathLike | None = None, **kwargs) -> Result:
     """Train a model on `corpus` (a text file or a folder), as `chargen train` does; returns its checkpoints.
 
     Keyword arguments: `out`, `resume`, `overwrite`, `corpus_changed`, `reporter`, and any model or
-    training setting by name (`hidden=512`, `time=600`, `steps=2000`, ...): see `chargen.run.train`."""
-    from chargen.run import train as run_train
+    training setting by name (`hidden=512`, `time=600`, `steps=2000`, ...): see `chargen.training.run.train`."""
+    from chargen.training.run import train as run_train
 
     return run_train(corpus, **kwargs)

@@ -31,6 +31,7 @@ MAX_LAYERS, MAX_WIDTH = 64, 1 << 16  # far beyond any model that trains in a day
 MAX_SEED = 2**32 - 1
 INSPECT_CHARS = 5000  # characters an inspect page reads by default: a page that opens in a second
 INSPECT_UNITS = 48  # units per layer whose cell state and gates an inspect page holds (h is there for all)
+INSPECT_MAX_CHARS = 20_000  # the most a served inspect page reads: a page's size grows with its text
 MIN_SP_VOCAB = 256 + 8  # the byte pieces, the unknown, begin and end symbols, newline, and a few characters
 
 

@@ -10,8 +10,9 @@ from importlib.resources import files
 POLICY = "/*SCRIPT-HASH*/"  # where a template's Content-Security-Policy names the one script it may run
 
 
-def template(name: str) -> str:
-    return (files("chargen") / "static" / name).read_text(encoding="utf-8")
+def template(package: str) -> str:
+    """The page template beside a wing's code: `package`'s page.html."""
+    return (files(package) / "page.html").read_text(encoding="utf-8")
 
 
 def script_source(page: str) -> str:

@@ -54,7 +54,7 @@ def tiny_configs(**train):
 
 def train_tiny(corpus_path, out, stop_at=None, resume=None, **train):
     from chargen.data import load_corpus
-    from chargen.trainer import Trainer
+    from chargen.training.trainer import Trainer
 
     model, config = tiny_configs(**train)
     corpus = load_corpus(corpus_path, config.val_frac)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import chargen
-from chargen import turns
+from chargen.chat import turns
+from chargen.chat.conversation import Conversation
 from chargen.config import SampleConfig
-from chargen.conversation import Conversation
 from chargen.errors import ChargenError
 from chargen.writer import penalize, sample
 
@@ -233,7 +233,7 @@ def test_ctrl_c_keeps_the_answer_so_far_and_retry_redraws_it_whole(model):
                 raise KeyboardInterrupt
             super().bot(text)
 
-    from chargen.repl import Repl
+    from chargen.chat.repl import Repl
 
     queue = ["the king", "/retry"]
 

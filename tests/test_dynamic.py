@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import chargen
+from chargen.chat.conversation import Conversation
 from chargen.config import LearnConfig, SampleConfig
-from chargen.conversation import Conversation
 from chargen.dynamic import Learner
 from chargen.score import evaluate, score_file, scored_chars
 

@@ -14,8 +14,8 @@ import torch
 
 import chargen
 from chargen import checkpoint
+from chargen.chat.conversation import Conversation
 from chargen.config import SampleConfig
-from chargen.conversation import Conversation
 from chargen.data import load_corpus
 from chargen.errors import ChargenError, CheckpointError, CorpusError, SettingError, TrainingError
 from chargen.files import FolderLock
@@ -245,9 +245,9 @@ def test_9_an_unreadable_subfolder_is_named(tmp_path, monkeypatch):
 
 
 def test_10_ctrl_c_during_a_checkpoint_write_finishes_it_then_stops(tmp_path, corpus_path, monkeypatch):
-    from chargen import trainer as train_module
     from chargen.data import load_corpus as load
-    from chargen.trainer import Trainer
+    from chargen.training import trainer as train_module
+    from chargen.training.trainer import Trainer
 
     real_save = train_module.checkpoint.save_model
     calls = []

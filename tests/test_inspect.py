@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from chargen import inspect
 from chargen.config import ModelConfig, TrainConfig
 from chargen.data import load_corpus
 from chargen.generate import Generator
-from chargen.trainer import Trainer
+from chargen.inspect import page as inspect
+from chargen.training.trainer import Trainer
 
 from .conftest import tiny_configs
 from .test_serve import chromium

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from chargen import inspect
+from chargen.inspect import page as inspect
 
 from .test_serve import chromium, serving
 

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 import chargen
 from chargen import checkpoint, data
+from chargen.chat.conversation import Conversation
+from chargen.chat.repl import SETTINGS, Repl
 from chargen.config import MAX_SEED, SampleConfig
-from chargen.conversation import Conversation
 from chargen.errors import ChargenError, CheckpointError, CorpusError
-from chargen.repl import SETTINGS, Repl
 
 from .conftest import train_tiny
 from .test_repl import Recorder

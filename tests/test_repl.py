@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from chargen.chat.conversation import Framing
+from chargen.chat.repl import Output, Repl
 from chargen.config import SampleConfig
-from chargen.conversation import Framing
 from chargen.errors import ChargenError
-from chargen.repl import Output, Repl
 
 from .test_cli import default_sigint
 
@@ -195,7 +195,7 @@ def test_save_then_load_in_a_new_process_continues_exactly(tiny_ckpt, tmp_path):
 
 def test_undo_returns_to_the_state_before_the_last_turn(tiny_ckpt):
     import chargen
-    from chargen.conversation import Conversation
+    from chargen.chat.conversation import Conversation
 
     conv = Conversation(chargen.load(str(tiny_ckpt)), SampleConfig(length=50, seed=3))
     conv.feed("the king")
@@ -256,8 +256,8 @@ def test_a_real_terminal_session(tiny_ckpt, tmp_path):
 
 def test_a_conversation_from_python_stops_at_a_blank_line_as_the_chat_does(tiny_ckpt):
     import chargen
+    from chargen.chat.conversation import Conversation
     from chargen.config import CHAT_STOP
-    from chargen.conversation import Conversation
 
     assert Conversation(chargen.load(tiny_ckpt, "cpu")).config.stop == CHAT_STOP == ("\n\n",)
 

@@ -18,10 +18,10 @@ import torch
 from starlette.testclient import TestClient
 
 import chargen
-from chargen import inspect
 from chargen.config import ServeConfig
+from chargen.inspect import page as inspect
 from chargen.score import evaluate
-from chargen.serve import create_app
+from chargen.serve.app import create_app
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def model(tiny_ckpt):
 
 @pytest.fixture()
 def client(model):
-    with TestClient(create_app(model)) as c:
+    with TestClient(create_app(model, inspector=inspect.maker(model))) as c:
         yield c
 
 
@@ -136,8 +136,8 @@ def test_a_session_carries_the_state_between_completions(client, model):
 def test_a_served_session_and_a_chat_fed_the_same_turns_end_in_equal_states(model):
     """The stop string a completion ends at is read by the state: the session's text keeps it, as a chat's turn
     does, so a session and a chat of the same turns hold the same text and the same state."""
+    from chargen.chat.conversation import Conversation, Framing
     from chargen.config import SampleConfig
-    from chargen.conversation import Conversation, Framing
 
     chat = Conversation(model, SampleConfig(length=40, stop=("\n",)), Framing("ROMEO:\n", "JULIET:\n"))
     with TestClient(create_app(model)) as client:

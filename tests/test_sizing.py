@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from chargen import sizing
 from chargen.config import parse_duration
+from chargen.training import sizing
 
 BIG_CORPUS, SMALL_CORPUS = 1_000_000, 100_000
 
@@ -193,8 +193,8 @@ def test_train_says_what_it_chose_and_info_shows_it(tmp_path, corpus_path):
 
 def test_measure_times_real_training_steps_of_the_cell_asked_for(corpus_path, tmp_path, monkeypatch):
     from chargen.config import ModelConfig, TrainConfig
-    from chargen.run import load_corpus_for
-    from chargen.trainer import Trainer
+    from chargen.training.run import load_corpus_for
+    from chargen.training.trainer import Trainer
 
     monkeypatch.chdir(tmp_path)
     built = []

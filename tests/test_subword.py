@@ -141,7 +141,7 @@ def test_a_subword_model_end_to_end(tmp_path, corpus_path):
     scored = json.loads(runner.invoke(cli, ["eval", "-c", str(out / "best.pt"), str(corpus_path), "--json"]).stdout)
     assert scored["chars"] == len(corpus_path.read_text()) and 0 < scored["nats_per_char"] < 5
 
-    from chargen.conversation import Conversation
+    from chargen.chat.conversation import Conversation
     from chargen.generate import Generator
 
     chat = Conversation(Generator.load(out / "best.pt"), SampleConfig(length=60, seed=1, stop=("\n\n",)))

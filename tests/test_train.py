@@ -6,7 +6,7 @@ import torch
 
 from chargen import checkpoint
 from chargen.data import load_corpus
-from chargen.trainer import Reporter, Trainer
+from chargen.training.trainer import Reporter, Trainer
 
 from .conftest import tiny_configs, train_tiny
 

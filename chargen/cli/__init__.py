@@ -29,7 +29,7 @@ class Group(click.Group):
         except Exception as e:
             if ctx.params.get("debug") or os.environ.get("CHARGEN_DEBUG"):
                 raise
-            from chargen import console
+            from chargen.cli import console
 
             if isinstance(e, ChargenError):
                 console.error(self._flagged(ctx, e))

@@ -44,10 +44,10 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
     """
     from dataclasses import replace
 
+    from chargen.chat.conversation import Conversation, Framing
+    from chargen.chat.repl import Repl
     from chargen.config import CHAT_STOP, unescape
-    from chargen.conversation import Conversation, Framing
     from chargen.generate import Generator
-    from chargen.repl import Repl
 
     sampling_stop = bool(sampling["stop"])
     config = sample_config(sampling, default_stop=CHAT_STOP)
@@ -84,7 +84,7 @@ def _terminal_reader():
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-    from chargen.conversation import chats_dir
+    from chargen.chat.conversation import chats_dir
 
     try:
         chats_dir().parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def _completer():
     """Tab completes a slash command, and a setting's name after /set."""
     from prompt_toolkit.completion import Completer, Completion
 
-    from chargen.repl import COMMANDS, SETTINGS
+    from chargen.chat.repl import COMMANDS, SETTINGS
 
     class Slash(Completer):
         def get_completions(self, document, complete_event):

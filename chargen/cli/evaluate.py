@@ -30,7 +30,7 @@ def evaluate(checkpoint, file, as_json, dynamic, device, **learning) -> None:
       chargen eval -c checkpoints/tinyshakespeare/best.pt corpora/tinyshakespeare.txt --json
       chargen eval -c checkpoints/code/best.pt tail.py --dynamic
     """
-    from chargen import console
+    from chargen.cli import console
     from chargen.generate import Generator
     from chargen.score import score_file
 

@@ -45,9 +45,9 @@ def inspect(checkpoints, file, out, chars, units, device) -> None:
     """
     import time
 
-    from chargen import console
+    from chargen.cli import console
     from chargen.data import corpus_files, read_chunks
-    from chargen.inspect import load, mib, render, report
+    from chargen.inspect.page import load, mib, render, report
 
     paths = [resolve_checkpoint(c) for c in checkpoints] if checkpoints else [resolve_checkpoint(None)]
     text = ""

@@ -83,7 +83,8 @@ def sample_config(flags: dict, default_stop: tuple[str, ...] = ()) -> SampleConf
 def resolve_checkpoint(path: str | None):
     from pathlib import Path
 
-    from chargen import checkpoint, console
+    from chargen import checkpoint
+    from chargen.cli import console
     from chargen.errors import CheckpointError
 
     if path:

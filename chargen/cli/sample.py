@@ -56,7 +56,7 @@ def sample(checkpoint, prime, prime_file, num_samples, bf16, mark, new_only, lea
       chargen sample -c checkpoints/names/best.pt -n 20 --new-only
     """
     from chargen import cli as group
-    from chargen import console
+    from chargen.cli import console
     from chargen.config import as_text, unescape
     from chargen.data import corpus_files, read_chunks
     from chargen.errors import ChargenError
@@ -104,7 +104,7 @@ def write_lines(generator, config, prime: str, n: int, learner, mark: bool, new_
     """A line-mode model's samples: one line each, marked new, in train or in val."""
     from collections import Counter
 
-    from chargen import console
+    from chargen.cli import console
 
     lines = generator.sample_lines(config, prime, n, learner)
     sets = generator.checkpoint.lines

@@ -35,15 +35,16 @@ def serve(checkpoint, host, port, api_key, max_sessions, session_ttl, device) ->
     """
     import uvicorn
 
-    from chargen import console
+    from chargen.cli import console
     from chargen.generate import Generator
-    from chargen.serve import create_app
+    from chargen.inspect.page import maker
+    from chargen.serve.app import create_app
 
     path = resolve_checkpoint(checkpoint)
     generator = Generator.load(path, device)
     name = path.parent.name if path.stem in ("best", "last") else path.stem  # checkpoints/NAME/best.pt: NAME
     config = ServeConfig(api_key or None, max_sessions, session_ttl, model_name=name)
-    app = create_app(generator, config)
+    app = create_app(generator, config, inspector=maker(generator))
     shown = f"[{host}]" if ":" in host else host
     console.info(f"serving {generator.describe()}\nat http://{shown}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

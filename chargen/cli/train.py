@@ -127,8 +127,9 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
       chargen train names.txt --lines                         # one example per line
       chargen train --resume checkpoints/novel/last.pt --time 10m
     """
-    from chargen import console, run
-    from chargen.progress import TrainProgress
+    from chargen.cli import console
+    from chargen.cli.progress import TrainProgress
+    from chargen.training import run
 
     overwrite, corpus_changed = flags.pop("overwrite"), flags.pop("corpus_changed")
     flags["time"] = time_

@@ -12,7 +12,7 @@ Routes (JSON in and out; errors are `{"error": {"message", "type", "param"}}` wi
     GET/DELETE /v1/sessions/ID
     POST /v1/score               per-character surprisal (bits), rank and the model's top guesses
     POST /v1/inspect             text (and chars): the page of `chargen inspect` for it, as HTML
-    GET  /                       the page (chargen/static/index.html)
+    GET  /                       the page (chargen/serve/page.html)
 
 Sessions expire after `session_ttl` seconds idle; at `max_sessions` the least recently used
 idle one makes room for a new one (a session in use is never dropped; when all are in use a
@@ -27,6 +27,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -36,11 +37,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from chargen import pages
-from chargen.config import MAX_SEED, SampleConfig, ServeConfig
-from chargen.engine import Engine, Stream
+from chargen.config import INSPECT_CHARS, INSPECT_MAX_CHARS, MAX_SEED, SampleConfig, ServeConfig
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
 from chargen.score import surprisal
+from chargen.serve.engine import Engine, Stream
 
 MAX_BODY = 1 << 20  # bytes of a request body
 MAX_PROMPT = 100_000  # characters of a prompt, a prime or a text to score
@@ -200,8 +201,11 @@ def sample_settings(data: dict) -> tuple[SampleConfig, int]:
     return config, n
 
 
-def create_app(generator: Generator, config: ServeConfig | None = None) -> Starlette:
-    """The ASGI app serving `generator`'s model."""
+def create_app(
+    generator: Generator, config: ServeConfig | None = None, inspector: Callable[[str, int], str] | None = None
+) -> Starlette:
+    """The ASGI app serving `generator`'s model; `inspector(text, chars)` makes the inspect page of a text under it
+    (the CLI passes `chargen.inspect.page.maker(generator)`; without it, /v1/inspect answers 404)."""
     server = Server(generator, config)
     cfg = server.config
 
@@ -325,18 +329,20 @@ def create_app(generator: Generator, config: ServeConfig | None = None) -> Starl
         return JSONResponse(await asyncio.to_thread(surprisal, generator, text, top))
 
     async def inspect(request: Request) -> Response:
-        from chargen.inspect import CHARS, MAX_CHARS, render, report
-
+        if inspector is None:
+            raise RequestError(404, "this server makes no inspect pages: chargen serve does", kind="not_found_error")
         data = await read_body(request)
         text = text_field(data, "text", required=True)
-        chars = data.get("chars", CHARS)
-        if isinstance(chars, bool) or not isinstance(chars, int) or not 2 <= chars <= MAX_CHARS:
-            raise RequestError(400, f"chars must be a whole number from 2 to {MAX_CHARS}, not {chars!r}", "chars")
+        chars = data.get("chars", INSPECT_CHARS)
+        if isinstance(chars, bool) or not isinstance(chars, int) or not 2 <= chars <= INSPECT_MAX_CHARS:
+            raise RequestError(
+                400, f"chars must be a whole number from 2 to {INSPECT_MAX_CHARS}, not {chars!r}", "chars"
+            )
         if len(text) < 2:
             raise RequestError(400, "text must hold at least two characters", "text")
-        return HTMLResponse(await asyncio.to_thread(lambda: render(report([generator], text, chars=chars))))
+        return HTMLResponse(await asyncio.to_thread(inspector, text, chars))
 
-    html = pages.template("index.html")
+    html = pages.template(__package__)
     policy = (
         f"default-src 'none'; script-src {pages.script_source(html)}; style-src 'unsafe-inline'; img-src data:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

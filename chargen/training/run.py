@@ -23,9 +23,9 @@ from pathlib import Path
 
 from chargen import checkpoint
 from chargen.config import ModelConfig, TrainConfig, as_path
-from chargen.distributed import setup
 from chargen.errors import ChargenError, CheckpointError, SettingError
-from chargen.trainer import Reporter, Result, Trainer
+from chargen.training.distributed import setup
+from chargen.training.trainer import Reporter, Result, Trainer
 
 BUDGET = ("steps", "epochs", "time")
 # Settings a resumed run may change; the rest shape the model or the data and stay as trained.
@@ -119,8 +119,8 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
     """The configs with what `--size auto` chose for the settings not `given`, and the seconds it spent."""
     from dataclasses import replace
 
-    from chargen import sizing
     from chargen.model import resolve_device
+    from chargen.training import sizing
 
     if ranks.world > 1:
         if not all(k in given for k in sizing.SIZE_KEYS):

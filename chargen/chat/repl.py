@@ -1,7 +1,7 @@
 """The interactive chat loop: lines and slash commands in, the model's answers streamed out.
 
 The loop knows no model and no terminal. It is given a conversation (see
-`chargen.conversation.Conversation`: feed, answer, retry, more, best, pick, undo, redo, goto,
+`chargen.chat.conversation.Conversation`: feed, answer, retry, more, best, pick, undo, redo, goto,
 tree, reset, save, load, set), a `read(prompt)` function and an `Output`; `chargen chat` passes
 prompt_toolkit and colour on a terminal, plain streams in a pipe, and tests pass lists.
 """

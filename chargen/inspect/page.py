@@ -1,7 +1,7 @@
 """Inside a model, on a text: surprisal, the cells and gates of every unit, and how far back gradients reach.
 
 `report` reads a text through one or more checkpoints and returns the plain data that
-`chargen inspect` inlines into one self-contained HTML page (chargen/static/inspect.html):
+`chargen inspect` inlines into one self-contained HTML page (chargen/inspect/page.html):
 
 - surprisal: bits of every character and the model's top five guesses for it (`score.surprisal`);
 - signals: the hidden state h of every unit of every layer, and for the most interesting units
@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import re
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,7 +35,6 @@ from chargen.generate import Generator
 from chargen.model import CharLM
 
 CHARS, UNITS = INSPECT_CHARS, INSPECT_UNITS
-MAX_CHARS = 20_000  # the most a served page reads: its size grows with the text
 LOOKBACK = 200  # the furthest distance of the gradient curve
 POSITIONS = 32  # positions the gradient curve averages over
 SATURATED = 0.1  # a gate below this, or above 1 minus this, is saturated
@@ -191,6 +191,11 @@ def load(paths: list[str | os.PathLike], device: str = "cpu") -> list[Generator]
     return [Generator.load(p, device) for p in paths]
 
 
+def maker(gen: Generator) -> Callable[[str, int], str]:
+    """The inspect page of a text's first `chars` characters under `gen`: what `chargen serve` offers."""
+    return lambda text, chars: render(report([gen], text, chars=chars))
+
+
 def report(gens: list[Generator], text: str, chars: int = CHARS, units: int = UNITS) -> dict:
     """The page's data for `text` (its first `chars` characters) under the first model of `gens`; the
     look-back curve for each of them."""
@@ -283,7 +288,7 @@ def render(data: dict) -> str:
     the page's policy runs its one script by hash alone: a handler or a script smuggled in by the data never runs.
     """
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    return pages.locked(pages.template("inspect.html").replace("/*DATA*/null", payload))
+    return pages.locked(pages.template(__package__).replace("/*DATA*/null", payload))
 
 
 def read(page: str) -> dict:

@@ -7,9 +7,9 @@ import time
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from chargen.cli.console import rate, stderr
 from chargen.config import format_duration
-from chargen.console import rate, stderr
-from chargen.trainer import Reporter, Trainer
+from chargen.training.trainer import Reporter, Trainer
 
 
 class TrainProgress(Reporter):

@@ -55,7 +55,7 @@ class Candidate:
 
 def table() -> dict:
     """The ladder of candidates and the sweep's points, as checked in beside this module."""
-    return json.loads(resources.files("chargen").joinpath("sizing.json").read_text())
+    return json.loads(resources.files(__package__).joinpath("sizing.json").read_text())
 
 
 def ladder(device: str, tab: dict | None = None) -> list[Candidate]:
@@ -268,7 +268,7 @@ def measure(corpus, settings: dict, model_config, config) -> float:
 
     import torch
 
-    from chargen.trainer import Trainer
+    from chargen.training.trainer import Trainer
 
     model = replace(model_config, **{k: settings[k] for k in MODEL_KEYS})
     train = replace(config, **{k: settings[k] for k in TRAIN_KEYS})

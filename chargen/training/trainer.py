@@ -27,12 +27,12 @@ from chargen import checkpoint
 from chargen.checkpoint import CorpusInfo, ModelCheckpoint, Position
 from chargen.config import ModelConfig, TrainConfig
 from chargen.data import Corpus, StreamBatcher, fit_batch
-from chargen.distributed import SINGLE, Ranks
 from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
 from chargen.files import FolderLock, atomic_write
 from chargen.lines import LineBatcher, boundary, evaluate_lines
 from chargen.model import CharLM, detach, resolve_device
 from chargen.score import evaluate, scored_chars
+from chargen.training.distributed import SINGLE, Ranks
 
 
 class Reporter:
@@ -78,7 +78,7 @@ class Trainer:
         if corpus.tokenizer.kind != config.tokenizer:
             raise SettingError(
                 f"tokenizer is {config.tokenizer!r} but the corpus was encoded with {corpus.tokenizer.kind!r}: "
-                "load it with chargen.run.load_corpus_for, or call chargen.train",
+                "load it with chargen.training.run.load_corpus_for, or call chargen.train",
                 "tokenizer",
             )
         self.corpus, self.model_config, self.config = corpus, model_config, config

@@ -3,7 +3,7 @@
 Each turn feeds the person's line through the model (it becomes context), then the model
 writes until a stop string, a length limit or an interruption. Nothing is ever re-read: the
 recurrent state *is* the memory of the conversation, at constant cost per character. And
-since every turn keeps its state (see `chargen.turns`), any turn can be gone back to,
+since every turn keeps its state (see `chargen.chat.turns`), any turn can be gone back to,
 answered again (`retry`), continued (`more`), branched from (`goto`, then a new line) or
 answered N ways at once (`best`, then `pick`), exactly.
 
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from chargen import checkpoint
+from chargen.chat.turns import Turn, TurnTree
 from chargen.config import CHAT_STOP, MAX_SEED, SampleConfig, as_text
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
-from chargen.turns import Turn, TurnTree
 
 if TYPE_CHECKING:
     from chargen.dynamic import Learner

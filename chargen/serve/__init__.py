@@ -1,0 +1,1 @@
+"""The serving wing: the HTTP app (OpenAI-shaped completions, sessions, scoring), its engine and its page."""
