@@ -5,7 +5,7 @@
     python benchmarks/bench.py --only sampling
 
 Training: for each model size and (batch x window) shape, chars/s of the real trainer's step
-(`Trainer._train_step`: batching from the id array, forward, loss, backward, clipping, AdamW,
+(`Trainer.step`: batching from the id array, forward, loss, backward, clipping, AdamW,
 schedule, carried state), and chars/s of a bare loop of embedding + nn.LSTM + head
 forward and backward on random ids, with no data pipeline, no optimizer and no logging: the
 kernel ceiling. Their ratio says how much the trainer adds. Sampling (2x256 and the default
@@ -106,7 +106,7 @@ def bench_training(device: torch.device, sizes: list[str], shapes: list[tuple[in
             bare = CharLM(vocab, model_config).to(device)
             x = torch.randint(0, vocab, (batch, window), device=device)
             y = torch.randint(0, vocab, (batch, window), device=device)
-            trainer_s, bare_s = timed([trainer._train_step, partial(bare_step, bare, x, y)], device, 3, 7, inner)
+            trainer_s, bare_s = timed([trainer.step, partial(bare_step, bare, x, y)], device, 3, 7, inner)
             chars = batch * window
             rows.append(
                 {

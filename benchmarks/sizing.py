@@ -67,13 +67,13 @@ def make_words() -> None:
 def speeds(device: str, out: Path) -> None:
     """Training chars/s of every candidate for `device` on tiny shakespeare, as `chargen train` measures them."""
     from chargen.config import ModelConfig, TrainConfig
-    from chargen.training.run import load_corpus_for
+    from chargen.training.run import load_corpus_for, measure
 
     config = TrainConfig(device=device, steps=1)
     data = load_corpus_for(CORPORA["shakespeare"][0], config)
     rates = {}
     for rung in sizing.ladder(sizing.kind_of(device)):
-        rates[rung.name] = round(sizing.measure(data, sizing.settings_of(rung), ModelConfig(), config))
+        rates[rung.name] = round(measure(data, sizing.settings_of(rung), ModelConfig(), config))
         print(f"{rung.name}: {rates[rung.name]:,} chars/s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rates, indent=1))

@@ -178,7 +178,7 @@ class TrainConfig(_Plain):
     """At most this many characters held out, so a corpus of gigabytes is scored in seconds (--val-chars)."""
     seed: int = 1337
     """Seed for weights, dropout and data offsets (--seed)."""
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     """auto, cpu, cuda or mps (--device)."""
     amp: bool = True
     """bf16 autocast on a GPU (--amp/--no-amp); always off on a CPU."""
@@ -388,6 +388,12 @@ def format_duration(seconds: float) -> str:
 
 @dataclass
 class ServeConfig(_Plain):
+    host: str = "127.0.0.1"
+    """The address to listen on; the default is this machine only (--host)."""
+    port: int = 8000
+    """The port to listen on (--port)."""
+    completion_length: int = 16
+    """Characters a completion writes when a request gives no max_tokens (OpenAI's default)."""
     api_key: str | None = None
     """Needed on every route but /health when set (--api-key)."""
     max_sessions: int = 1000

@@ -71,7 +71,7 @@ class Generator:
         self,
         model: CharLM,
         tokenizer: Tokenizer,
-        device: torch.device | str = "cpu",
+        device: torch.device | str = DEFAULT_DEVICE,
         checkpoint: ModelCheckpoint | None = None,
         dtype: torch.dtype = torch.float32,
     ):

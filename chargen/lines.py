@@ -6,7 +6,7 @@ where it ends, and the model learns both. Validation is a random 10% of the line
 a fixed seed, since lists are often sorted), and the loss counts every character of a line
 and its end, as makemore does. Training reads the lines in a random order as streams, the
 state carried from one to the next (the default), or, with `line_state` reset, each line from a
-fresh state: `LineBatcher` gives batches of whole lines, padded, and the loss skips the padding.
+fresh state: the training wing's `LineBatcher` gives batches of whole lines, padded, and the loss skips the padding.
 Carrying measured better (benchmarks/lines.py): it reads no padding, so it sees more lines in
 the same time.
 """
@@ -114,45 +114,6 @@ def padded(ids: np.ndarray, at: np.ndarray, ends: np.ndarray, boundary: int) -> 
         x[row, :n] = ids[a : a + n]
         y[row, :n] = ids[a + 1 : a + n + 1]
     return torch.from_numpy(x), torch.from_numpy(y)
-
-
-class LineBatcher:
-    """Batches of whole examples, each from a fresh state: an epoch reads every training line once, in an
-    order drawn from (seed, epoch), so resuming needs no RNG. A batch holds about as many tokens as a
-    streaming batch of `batch_size` x `seq_len` would; lines of like length are batched together (sorted
-    within groups of BUCKET batches, the batches then shuffled), so little of a batch is padding."""
-
-    resets = True  # the trainer starts every batch from a fresh state
-
-    def __init__(self, ids: np.ndarray, boundary: int, batch_size: int, seq_len: int, device, seed: int = 0) -> None:
-        self.ids, self.seed, self.boundary = np.asarray(ids), seed, boundary
-        self.at, self.ends = bounds(self.ids, boundary)
-        mean = float((self.ends - self.at).mean())
-        self.batch_size = int(max(1, min(len(self.at), round(batch_size * seq_len / mean))))
-        self.local_batch, self.rows = self.batch_size, slice(None)  # one process reads every line
-        self.windows = len(self.at) // self.batch_size  # per epoch; the few lines left over wait for the next
-        self.device = torch.device(device)
-        self._batches: tuple[int, np.ndarray] = (-1, np.zeros((0, 0), dtype=np.int64))
-        self.last_tokens = 0  # tokens of the last batch, padding left out
-
-    def batches(self, epoch: int) -> np.ndarray:
-        """(windows, batch_size) line numbers: the batches of `epoch`, in order."""
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self.at))[: self.windows * self.batch_size]
-        lengths, group = self.ends - self.at, BUCKET * self.batch_size
-        for lo in range(0, len(order), group):
-            part = order[lo : lo + group]
-            order[lo : lo + group] = part[np.argsort(lengths[part], kind="stable")]
-        return order.reshape(self.windows, self.batch_size)[rng.permutation(self.windows)]
-
-    def window(self, epoch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) of batch k of `epoch`, each (B, T) int64 on the device."""
-        if self._batches[0] != epoch:
-            self._batches = (epoch, self.batches(epoch))
-        rows = self._batches[1][k]
-        x, y = padded(self.ids, self.at[rows], self.ends[rows], self.boundary)
-        self.last_tokens = int(np.minimum(self.ends[rows] - self.at[rows], MAX_LINE).sum())  # not the padding
-        return x.to(self.device), y.to(self.device)
 
 
 @torch.inference_mode()

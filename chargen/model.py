@@ -1,8 +1,9 @@
 """CharLM: embedding, a multi-layer recurrent core (LSTM, GRU or RNN), dropout, linear head.
 
-The recurrence runs in PyTorch's fused modules (cuDNN on a GPU, oneDNN on a CPU). The
-model knows nothing of files or screens: it maps ids and a carried state to logits and
-the next state, a window at a time for training or one step at a time for generation.
+A window runs through PyTorch's fused modules (cuDNN on a GPU, oneDNN on a CPU): training,
+evaluation and priming. Generation steps one token at a time through the same weights, cell by
+cell (`step`). The model knows nothing of files or screens: it maps ids and a carried state to
+logits and the next state.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class StreamDecoder:
         self.tokenizer = tokenizer
 
     def feed(self, token: int) -> str:
-        return self.tokenizer.decode([token])
+        raise NotImplementedError
 
 
 class _CharDecoder(StreamDecoder):

@@ -22,7 +22,7 @@ from chargen.tokenizer import StreamDecoder, Tokenizer
 
 def sample(
     logits: Tensor,
-    temperature: float = 1.0,
+    temperature: float,
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from chargen import checkpoint
-from chargen.data import StreamBatcher, load_corpus
+from chargen.data import load_corpus
 from chargen.generate import Generator
+from chargen.training.batchers import StreamBatcher
 
 from .conftest import train_tiny
 

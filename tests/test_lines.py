@@ -12,8 +12,9 @@ import chargen
 from chargen import checkpoint
 from chargen.config import SampleConfig
 from chargen.data import load_corpus
-from chargen.lines import LineBatcher, boundary, evaluate_lines, examples, joined, split
+from chargen.lines import boundary, evaluate_lines, examples, joined, split
 from chargen.model import CharLM
+from chargen.training.batchers import LineBatcher
 
 from .test_cli import one_clear_line, run
 

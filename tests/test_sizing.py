@@ -192,17 +192,29 @@ def test_train_says_what_it_chose_and_info_shows_it(tmp_path, corpus_path):
 
 
 def test_measure_times_real_training_steps_of_the_cell_asked_for(corpus_path, tmp_path, monkeypatch):
+    import time
+
     from chargen.config import ModelConfig, TrainConfig
-    from chargen.training.run import load_corpus_for
+    from chargen.training.run import load_corpus_for, measure
     from chargen.training.trainer import Trainer
 
     monkeypatch.chdir(tmp_path)
-    built = []
-    monkeypatch.setattr(Trainer, "_train_step", _counting(Trainer._train_step, built))
+    built, read_at = [], []
+    monkeypatch.setattr(Trainer, "step", _counting(Trainer.step, built))
+    ticks = iter(range(10**6))
+
+    def clock() -> float:  # each reading 0.4 s after the last: the timed loop runs four steps (1 s)
+        read_at.append(len(built))
+        return 0.4 * next(ticks)
+
     data = load_corpus_for(corpus_path, TrainConfig(steps=1))
     settings = {"layers": 1, "hidden": 16, "embed": 8, "batch_size": 4, "seq_len": 16, "lr": 1e-3}
-    rate = sizing.measure(data, settings, ModelConfig(cell="gru"), TrainConfig(steps=1, device="cpu"))
-    assert rate > 0 and len(built) >= 3  # a warm-up step, then at least two timed ones
+    monkeypatch.setattr(time, "perf_counter", clock)
+    rate = measure(data, settings, ModelConfig(cell="gru"), TrainConfig(steps=1, device="cpu"))
+    monkeypatch.undo()
+    assert read_at[0] == 4  # four warm-up steps before the clock starts: the first steps run slower on a CPU
+    timed = len(built) - 4
+    assert timed == 4 and rate == pytest.approx(timed * 4 * 16 * data.train_chars / len(data.train) / (0.4 * 4))
     assert {t.model.config.cell for t in built} == {"gru"} and {t.batcher.batch_size for t in built} == {4}
     assert list(tmp_path.iterdir()) == []  # timing writes nothing
 

@@ -1,9 +1,10 @@
 """The interactive chat loop: lines and slash commands in, the model's answers streamed out.
 
 The loop knows no model and no terminal. It is given a conversation (see
-`chargen.chat.conversation.Conversation`: feed, answer, retry, more, best, pick, undo, redo, goto,
-tree, reset, save, load, set), a `read(prompt)` function and an `Output`; `chargen chat` passes
-prompt_toolkit and colour on a terminal, plain streams in a pipe, and tests pass lists.
+`chargen.chat.conversation.Conversation`: it calls feed, answer, retry, more, best, pick, undo, redo,
+goto, reset, set, save and load, and reads at, turn, tree, text, config and framing), a
+`read(prompt)` function and an `Output`; `chargen chat` passes prompt_toolkit and colour on a
+terminal, plain streams in a pipe, and tests pass lists.
 """
 
 from __future__ import annotations

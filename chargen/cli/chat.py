@@ -7,6 +7,7 @@ import sys
 import click
 
 from chargen.cli import cli
+from chargen.cli.console import ANSI, stdout
 from chargen.cli.options import (
     checkpoint_option,
     device_option,
@@ -149,22 +150,19 @@ class PlainOutput:
 class TerminalOutput(PlainOutput):
     """Colour on a terminal: the model's text in cyan, its prefix in bold, notes dimmed."""
 
-    BOT, PREFIX, DIM, RESET = "\x1b[36m", "\x1b[1;36m", "\x1b[2m", "\x1b[0m"
-
     def fed(self, text: str, bot_prefix: str) -> None:
-        sys.stdout.write(f"{self.PREFIX}{bot_prefix}{self.RESET}{self.BOT}")
+        sys.stdout.write(f"{ANSI['prefix']}{bot_prefix}{ANSI['reset']}{ANSI['answer']}")
         self.last = bot_prefix or "\n"
 
     def end_answer(self) -> None:
-        sys.stdout.write(self.RESET)
+        sys.stdout.write(ANSI["reset"])
         super().end_answer()
 
     def candidates(self, answers: list[tuple[int, str]]) -> None:
         """Side by side, numbered, as many columns as the terminal has room for."""
-        from rich.console import Console
         from rich.table import Table
 
-        console = Console(highlight=False)
+        console = stdout()
         per_row = max(1, min(len(answers), console.width // 28))
         for start in range(0, len(answers), per_row):
             table = Table(show_lines=False, expand=True)
@@ -175,8 +173,8 @@ class TerminalOutput(PlainOutput):
             console.print(table)
 
     def note(self, text: str) -> None:
-        sys.stderr.write(f"{self.DIM}{text}{self.RESET}\n")
+        sys.stderr.write(f"{ANSI['dim']}{text}{ANSI['reset']}\n")
 
     def clear(self) -> None:
-        sys.stdout.write("\x1b[2J\x1b[H")
+        sys.stdout.write(ANSI["clear"])
         sys.stdout.flush()

@@ -1,7 +1,7 @@
-"""The one owner of the terminal: status, warnings and errors on stderr (the progress bar is in `progress`).
+"""The one owner of the terminal: its two consoles, and the escape codes the chat's colours and the bar's cursor use.
 
-Generated text goes to stdout through `sys.stdout` alone; everything here writes to stderr,
-with colour and a live bar only when stderr is a terminal.
+Generated text goes to stdout (`write`, and `stdout()` for a table of it); status, warnings and
+errors to stderr, with colour and a live bar only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -11,6 +11,20 @@ from functools import cache
 
 from rich.console import Console
 from rich.markup import escape
+
+ANSI = {  # raw codes, for text streamed a piece at a time (a console would style each piece on its own)
+    "answer": "\x1b[36m",
+    "prefix": "\x1b[1;36m",
+    "dim": "\x1b[2m",
+    "reset": "\x1b[0m",
+    "clear": "\x1b[2J\x1b[H",
+    "cursor": "\x1b[?25h",  # show it again (a live bar hides it)
+}
+
+
+@cache
+def stdout() -> Console:
+    return Console(highlight=False)
 
 
 @cache

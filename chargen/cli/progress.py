@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from chargen.cli.console import rate, stderr
+from chargen.cli.console import ANSI, rate, stderr
 from chargen.config import format_duration
 from chargen.training.trainer import Reporter, Trainer
 
@@ -33,6 +34,10 @@ class TrainProgress(Reporter):
         self._t0, self._tokens0 = 0.0, 0
         self._reading: Progress | None = None  # a bar for reading the corpus, once that takes over a second
         self._read_since: dict[str, float] = {}  # when each pass over the corpus began
+
+    def abandoned(self) -> None:
+        """The bar hid the cursor: show it again (an escape code, not the console, whose lock a step may hold)."""
+        os.write(2, (ANSI["cursor"] if os.isatty(2) else "").encode() + b"\nstopping without saving\n")
 
     def reading(self, what: str, done: int, total: int | None) -> None:
         now = time.perf_counter()

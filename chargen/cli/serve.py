@@ -13,8 +13,8 @@ S = ServeConfig
 
 @cli.command()
 @checkpoint_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (this machine only).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--host", default=S.host, show_default=True, help="Address to listen on (this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=S.port, show_default=True, help="Port to listen on.")
 @click.option(
     "--api-key",
     envvar="CHARGEN_API_KEY",
@@ -43,7 +43,8 @@ def serve(checkpoint, host, port, api_key, max_sessions, session_ttl, device) ->
     path = resolve_checkpoint(checkpoint)
     generator = Generator.load(path, device)
     name = path.parent.name if path.stem in ("best", "last") else path.stem  # checkpoints/NAME/best.pt: NAME
-    config = ServeConfig(api_key or None, max_sessions, session_ttl, model_name=name)
+    settings = dict(api_key=api_key or None, max_sessions=max_sessions, session_ttl=session_ttl, model_name=name)
+    config = ServeConfig(host, port, **settings)
     app = create_app(generator, config, inspector=maker(generator))
     shown = f"[{host}]" if ":" in host else host
     console.info(f"serving {generator.describe()}\nat http://{shown}:{port}/ (Ctrl-C stops)")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from chargen import pages
-from chargen.config import INSPECT_CHARS, INSPECT_UNITS
+from chargen.config import DEFAULT_DEVICE, INSPECT_CHARS, INSPECT_UNITS
 from chargen.errors import ChargenError
 from chargen.generate import Generator
 from chargen.model import CharLM
@@ -185,7 +185,7 @@ def lookback(model: CharLM, ids: torch.Tensor, furthest: int = LOOKBACK, positio
     return [float(f"{v:.4g}") for v in norms.flip(0).tolist()]  # four significant digits, however small
 
 
-def load(paths: list[str | os.PathLike], device: str = "cpu") -> list[Generator]:
+def load(paths: list[str | os.PathLike], device: str = DEFAULT_DEVICE) -> list[Generator]:
     if not paths:
         raise ChargenError("give a checkpoint with -c")
     return [Generator.load(p, device) for p in paths]

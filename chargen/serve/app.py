@@ -160,8 +160,9 @@ def text_field(data: dict, name: str, required: bool = False, default: str = "")
     return value
 
 
-def sample_settings(data: dict) -> tuple[SampleConfig, int]:
-    """The SampleConfig and n of a completion request, in OpenAI's names (max_tokens are characters)."""
+def sample_settings(data: dict, length: int) -> tuple[SampleConfig, int]:
+    """The SampleConfig and n of a completion request, in OpenAI's names (max_tokens are characters; `length`
+    when it gives none)."""
     names = {"max_tokens": "length", "temperature": "temp", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
              "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
              "repeat_penalty": "repeat_penalty"}  # fmt: skip
@@ -175,7 +176,7 @@ def sample_settings(data: dict) -> tuple[SampleConfig, int]:
         if key in ("max_tokens", "top_k") and value != int(value):
             raise RequestError(400, f"{key} must be a whole number, not {value!r}", key)
         settings[field_name] = int(value) if key in ("max_tokens", "top_k") else float(value)
-    settings.setdefault("length", 16)  # OpenAI's default for completions
+    settings.setdefault("length", length)
     if settings["length"] > MAX_TOKENS:
         raise RequestError(400, f"max_tokens is over the limit of {MAX_TOKENS:,} characters", "max_tokens")
     stop = data.get("stop")
@@ -240,7 +241,7 @@ def create_app(
     async def completions(request: Request) -> Response:
         data = await read_body(request)
         prompt = text_field(data, "prompt", required="session" not in data)
-        config, n = sample_settings(data)
+        config, n = sample_settings(data, cfg.completion_length)
         session = server.session(data["session"]) if "session" in data else None
         if session is not None:
             if session.busy:

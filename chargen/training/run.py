@@ -137,7 +137,7 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
         steps=config.steps,
         epochs=config.epochs,
         time=config.time,
-        speed=lambda settings: sizing.measure(data, settings, model_config, config),
+        speed=lambda settings: measure(data, settings, model_config, config),
     )
     if choice is None:
         return model_config, config, 0.0
@@ -233,3 +233,35 @@ def _quote(path: Path) -> str:
     import shlex
 
     return shlex.quote(str(path))
+
+
+def measure(corpus, settings: dict, model_config: ModelConfig, config: TrainConfig) -> float:
+    """Training chars/s on `corpus` of the model and batch in `settings` (the rest as in the configs given):
+    real trainer steps after a warm-up, in a trainer whose folder is thrown away (it writes nothing there)."""
+    import tempfile
+    import time
+    from dataclasses import replace
+
+    import torch
+
+    from chargen.training.sizing import MODEL_KEYS, TRAIN_KEYS
+
+    model = replace(model_config, **{k: settings[k] for k in MODEL_KEYS})
+    train = replace(config, **{k: settings[k] for k in TRAIN_KEYS})
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(corpus, model, train, out)
+        cuda = trainer.device.type == "cuda"
+
+        def sync() -> None:
+            if cuda:
+                torch.cuda.synchronize(trainer.device)
+
+        for _ in range(3 if cuda else 4):  # the first steps set up kernels and memory, and run slower: not timed
+            trainer.step()
+        sync()
+        start, before, steps = time.perf_counter(), trainer.tokens_read, 0
+        while steps < (10 if cuda else 2) or time.perf_counter() - start < 1.0:
+            trainer.step()
+            steps += 1
+            sync()
+        return (trainer.tokens_read - before) * trainer.chars_per_token / (time.perf_counter() - start)

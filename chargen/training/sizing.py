@@ -257,35 +257,3 @@ def _short(n: float) -> str:
         if n >= size:
             return f"{n / size:.1f}{unit}"
     return f"{n:.0f}"
-
-
-def measure(corpus, settings: dict, model_config, config) -> float:
-    """Training chars/s on `corpus` of the model and batch in `settings` (the rest as in the configs given):
-    real trainer steps, after a warm-up."""
-    import tempfile
-    import time as _time
-    from dataclasses import replace
-
-    import torch
-
-    from chargen.training.trainer import Trainer
-
-    model = replace(model_config, **{k: settings[k] for k in MODEL_KEYS})
-    train = replace(config, **{k: settings[k] for k in TRAIN_KEYS})
-    with tempfile.TemporaryDirectory() as out:  # the trainer writes nothing until it runs; this is never used
-        trainer = Trainer(corpus, model, train, out)
-        cuda = trainer.device.type == "cuda"
-
-        def sync() -> None:
-            if cuda:
-                torch.cuda.synchronize(trainer.device)
-
-        for _ in range(3 if cuda else 4):  # the first steps set up kernels and memory, and run slower: not timed
-            trainer._train_step()
-        sync()
-        start, before, steps = _time.perf_counter(), trainer.tokens_read, 0
-        while steps < (10 if cuda else 2) or _time.perf_counter() - start < 1.0:
-            trainer._train_step()
-            steps += 1
-            sync()
-        return (trainer.tokens_read - before) * trainer.chars_per_token / (_time.perf_counter() - start)

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from chargen import checkpoint
 from chargen.checkpoint import CorpusInfo, ModelCheckpoint, Position
 from chargen.config import ModelConfig, TrainConfig
-from chargen.data import Corpus, StreamBatcher, fit_batch
+from chargen.data import Corpus
 from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
 from chargen.files import FolderLock, atomic_write
-from chargen.lines import LineBatcher, boundary, evaluate_lines
 from chargen.model import CharLM, detach, resolve_device
-from chargen.score import evaluate, scored_chars
+from chargen.score import scored_chars
+from chargen.training.batchers import batcher_for
 from chargen.training.distributed import SINGLE, Ranks
 
 
@@ -50,6 +50,10 @@ class Reporter:
         """How far reading the corpus has come (characters), before training starts."""
 
     def end(self, trainer: Trainer) -> None: ...
+
+    def abandoned(self) -> None:
+        """A second Ctrl-C: the process ends now, without saving. Called in a signal handler: write, don't lock."""
+        os.write(2, b"\nstopping without saving\n")
 
 
 @dataclass
@@ -93,25 +97,7 @@ class Trainer:
 
         if len(corpus.val) < 2:
             raise ChargenError("the validation text is too short to score: raise --val-frac or use a longer text")
-        self.boundary = boundary(corpus.tokenizer) if config.lines else None
-        self.resets = config.lines and config.line_state == "reset"  # every example from a fresh state
-        if self.resets:
-            if ranks.world > 1:
-                raise SettingError("--line-state reset trains on one process: use carry with torchrun", "line_state")
-            self.batcher = LineBatcher(
-                corpus.train, self.boundary, config.batch_size, config.seq_len, self.device, config.seed
-            )
-        else:
-            batch = fit_batch(len(corpus.train), config.batch_size, config.seq_len)
-            if batch < config.batch_size:
-                self.reporter.note(f"the training text is short: --batch-size {batch} instead of {config.batch_size}")
-            if batch % ranks.world:
-                raise SettingError(
-                    f"batch_size {batch} does not split over {ranks.world} processes: use a multiple of {ranks.world}",
-                    "batch_size",
-                )
-            rows = ranks.rows(batch)
-            self.batcher = StreamBatcher(corpus.train, batch, config.seq_len, self.device, config.seed, rows)
+        self.batcher = batcher_for(corpus, config, self.device, ranks, self.reporter.note)
         self.chars_per_token = corpus.train_chars / len(corpus.train)
         self.val_scored_chars = scored_chars(corpus.tokenizer, corpus.val, corpus.val_chars)
 
@@ -194,7 +180,7 @@ class Trainer:
         start, self._since = self.clock() - p.elapsed, self.clock()
         try:
             while self.progress() < 1 and (stop_at is None or p.step < stop_at) and not self._stopping:
-                self._train_step()
+                self.step()
                 p.elapsed = self.clock() - start
                 if self.ranks.world > 1:  # every rank takes rank 0's clock, and stops with any other
                     p.elapsed, stop, finite = self.ranks.shared(p.elapsed, self._stopping, bool(self._finite))
@@ -232,9 +218,7 @@ class Trainer:
         def on_interrupt(signum, frame) -> None:
             if self._stopping:
                 if hard_exit:
-                    os.write(
-                        2, b"\x1b[?25h\nstopping without saving\n" if os.isatty(2) else b"\nstopping without saving\n"
-                    )
+                    self.reporter.abandoned()
                     os._exit(130)
                 raise KeyboardInterrupt
             self._stopping = True
@@ -269,7 +253,8 @@ class Trainer:
             f"(--lr {self.config.lr:g} is likely too high): training stopped; {kept}"
         )
 
-    def _train_step(self) -> None:
+    def step(self) -> None:
+        """One training step: a window of every stream read, the loss's gradient taken, the weights updated."""
         c, p = self.config, self.position
         lr = self.lr()
         for group in self.optimizer.param_groups:
@@ -277,7 +262,7 @@ class Trainer:
         self.model.train()
         x, y = self.batcher.window(p.epoch, p.window)  # (B, T) each
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, state = self.net(x, None if self.resets else self.state)  # (B, T, V)
+            logits, state = self.net(x, None if self.batcher.resets else self.state)  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # padding (in line mode) is skipped
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -285,7 +270,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip, foreach=True)
         self.optimizer.step()
         # Truncated BPTT: the next window starts from this state's values, but its gradient stops here.
-        if not self.resets:
+        if not self.batcher.resets:
             self.state = detach(state)
         self._losses.append(loss.detach())  # read at evaluation time: no host sync per step
         self._finite &= torch.isfinite(loss.detach())
@@ -301,11 +286,7 @@ class Trainer:
         if self.device.type == "cuda":  # steps run ahead of the host: wait for them, so chars/s is true
             torch.cuda.synchronize(self.device)
         train_time, tokens = self.clock() - self._since, self.tokens_read - self._read_since
-        if self.resets:
-            val_nats = evaluate_lines(self.model, self.corpus.val, self.boundary, self.device)
-        else:  # each rank scores some of the streams; their sums add up to one process's figure
-            part = (self.ranks.rank, self.ranks.world)
-            val_nats = self.ranks.sum(evaluate(self.model, self.corpus.val, self.device, self.amp, part=part))
+        val_nats = self.batcher.val_nats(self.model, self.corpus.val, self.amp, self.ranks)
         val_loss = val_nats / self.val_scored_chars
         self._finite &= math.isfinite(val_loss)
         self._check_finite()
