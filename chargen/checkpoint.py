@@ -243,8 +243,20 @@ class ModelCheckpoint:
     state: list[torch.Tensor] | None = None  # the carried state of its streams
     rng: torch.Tensor | None = None
     cuda_rng: torch.Tensor | None = None
+    averaged: bool = False  # `weights` are the moving average of the trained weights (it scored better)
+    other: dict[str, torch.Tensor] | None = None  # with --average: the trained weights or the average, not `weights`
     path: Path | None = None  # where it was read from
     parameters: int = 0  # counted when it was read
+
+    @property
+    def trained(self) -> dict[str, torch.Tensor]:
+        """The weights the optimizer has been stepping (what a resume goes on from)."""
+        return self.other if self.averaged else self.weights
+
+    @property
+    def average(self) -> dict[str, torch.Tensor] | None:
+        """The moving average of the trained weights, with --average; None without."""
+        return self.weights if self.averaged else self.other
 
     @property
     def vocab_size(self) -> int:
@@ -272,6 +284,8 @@ class ModelCheckpoint:
             "train_config": self.train_config.to_dict(),
             "tokenizer": self.tokenizer.to_dict(),
             "model": self.weights,
+            "averaged": self.averaged,
+            "other": self.other,
             "optimizer": self.optimizer,
             "trainer": {
                 **asdict(self.position),
@@ -299,6 +313,11 @@ class ModelCheckpoint:
             corpus = _corpus(_field(data, "corpus", dict))
             weights = _field(data, "model", dict)
             _check_weights(weights, model_config, tokenizer.vocab_size)
+            averaged, other = data.get("averaged", False), data.get("other")  # absent before --average
+            if not isinstance(averaged, bool) or (averaged and other is None):
+                raise ValueError("it says its weights are an average, and holds no others")
+            if other is not None:
+                _check_weights(_field(data, "other", dict), model_config, tokenizer.vocab_size)
             state = trainer.get("state")
             batch = trainer.get("batch_size")
             _check_state(state, batch, model_config)
@@ -325,6 +344,8 @@ class ModelCheckpoint:
             state=state,
             rng=trainer.get("rng"),
             cuda_rng=trainer.get("cuda_rng"),
+            averaged=averaged,
+            other=other,
             path=path,
             parameters=sum(t.numel() for t in weights.values()),
         )

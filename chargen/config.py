@@ -132,10 +132,19 @@ class ModelConfig(_Plain):
     """Width of the token embedding (--embed)."""
     dropout: float = 0.1
     """Dropout on the embedding, between layers and before the head (--dropout)."""
+    locked: bool = False
+    """Dropout masks drawn once per stream and window, the same at every step (variational) (--locked-dropout)."""
+    weight_drop: float = 0.0
+    """DropConnect on each layer's hidden-to-hidden weights, a mask per training batch (--weight-drop)."""
+    embed_drop: float = 0.0
+    """Drop whole characters' embedding rows, a mask per training batch (--embed-drop)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _one_of("cell", self.cell, CELLS)
+        for name in ("weight_drop", "embed_drop"):
+            value = getattr(self, name)
+            _require(0 <= value < 1, name, f"must be in [0, 1), not {value}")
         _require(1 <= self.layers <= MAX_LAYERS, "layers", f"must be from 1 to {MAX_LAYERS}, not {self.layers}")
         _require(1 <= self.hidden <= MAX_WIDTH, "hidden", f"must be from 1 to {MAX_WIDTH}, not {self.hidden}")
         _require(1 <= self.embed <= MAX_WIDTH, "embed", f"must be from 1 to {MAX_WIDTH}, not {self.embed}")
@@ -172,6 +181,9 @@ class TrainConfig(_Plain):
     """Steps between evaluations on the validation text (--eval-every)."""
     patience: int | None = None
     """Stop after this many evaluations without a better validation loss (--patience)."""
+    average: float = 0.0
+    """Keep a moving average of the weights, this much of it kept each step (0.999); evaluated beside the
+    trained weights, and best.pt holds whichever scores better. 0 is off (--average)."""
     val_frac: float = 0.1
     """The last fraction of the text held out for validation (--val-frac)."""
     val_chars: int | None = 1_000_000
@@ -200,6 +212,7 @@ class TrainConfig(_Plain):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(0 <= self.average < 1, "average", f"must be in [0, 1), not {self.average}")
         _require(
             1 <= self.batch_size <= MAX_WIDTH, "batch_size", f"must be from 1 to {MAX_WIDTH}, not {self.batch_size}"
         )

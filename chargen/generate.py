@@ -93,7 +93,7 @@ class Generator:
         ckpt = checkpoint.read(path)
         model = CharLM(ckpt.vocab_size, ckpt.model_config)
         model.load_state_dict(ckpt.weights)  # the shapes were checked when it was read
-        kept = replace(ckpt, weights={}, optimizer=None, state=None, rng=None, cuda_rng=None)  # no second copy
+        kept = replace(ckpt, weights={}, other=None, optimizer=None, state=None, rng=None, cuda_rng=None)  # no copies
         return cls(model, ckpt.tokenizer, device, checkpoint=kept, dtype=dtype)
 
     def describe(self) -> str:

@@ -1,15 +1,18 @@
 """CharLM: embedding, a multi-layer recurrent core (LSTM, GRU or RNN), dropout, linear head.
 
-A window runs through PyTorch's fused modules (cuDNN on a GPU, oneDNN on a CPU): training,
-evaluation and priming. Generation steps one token at a time through the same weights, cell by
-cell (`step`). The model knows nothing of files or screens: it maps ids and a carried state to
-logits and the next state.
+A window runs through PyTorch's fused kernels (cuDNN on a GPU, oneDNN on a CPU): training,
+evaluation and priming. Training with DropConnect on the recurrent weights or with locked
+dropout runs the same kernels a layer at a time: the masks are drawn once per window, on the
+weights and on each layer's input and output, never per step. Generation steps one token at a
+time through the same weights, cell by cell (`step`). The model knows nothing of files or
+screens: it maps ids and a carried state to logits and the next state.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import _VF, Tensor, nn
 
 from chargen.config import ModelConfig
 
@@ -18,6 +21,28 @@ State = tuple[Tensor, ...]  # (h, c) for an LSTM, (h,) otherwise; each (layers, 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight rows per hidden unit
 _STEP_CELLS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}  # one step of one layer
+
+
+def _lstm(x: Tensor, state: State, weights: list[Tensor]) -> tuple[Tensor, ...]:
+    return _VF.lstm(x, state, weights, True, 1, 0.0, True, False, True)  # the fused call nn.LSTM makes
+
+
+def _gru(x: Tensor, h: Tensor, weights: list[Tensor]) -> tuple[Tensor, ...]:
+    return _VF.gru(x, h, weights, True, 1, 0.0, True, False, True)
+
+
+def _rnn(x: Tensor, h: Tensor, weights: list[Tensor]) -> tuple[Tensor, ...]:
+    return _VF.rnn_tanh(x, h, weights, True, 1, 0.0, True, False, True)
+
+
+_LAYER_CALLS = {"lstm": _lstm, "gru": _gru, "rnn": _rnn}  # one layer over a window: (out, *final state)
+
+
+def _locked(x: Tensor, p: float) -> Tensor:
+    """Variational dropout of x (B, T, F): one mask per stream, the same at every step of the window."""
+    if not p:
+        return x
+    return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)
 
 
 class CharLM(nn.Module):
@@ -45,8 +70,34 @@ class CharLM(nn.Module):
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         state = tuple(s.contiguous() for s in state)  # cuDNN refuses a slice of a batch's state (CPUs take it)
-        h, state = self.rnn(self.drop(self.embed(x)), state if len(state) == 2 else state[0])  # (B, T, H)
-        return self.head(self.drop(h)), state if isinstance(state, tuple) else (state,)
+        c = self.config
+        if self.training and c.embed_drop:  # whole characters dropped, the same ones at every step of the batch
+            keep = self.embed.weight.new_empty(self.embed.weight.shape[0], 1).bernoulli_(1 - c.embed_drop)
+            emb = F.embedding(x, self.embed.weight * keep / (1 - c.embed_drop))  # (B, T, E)
+        else:
+            emb = self.embed(x)
+        if self.training and (c.locked or c.weight_drop):
+            h, state = self._layer_by_layer(emb, state)
+        else:
+            h, state = self.rnn(self.drop(emb), state if len(state) == 2 else state[0])  # (B, T, H)
+            h, state = self.drop(h), state if isinstance(state, tuple) else (state,)
+        return self.head(h), state
+
+    def _layer_by_layer(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Training with weight drop or locked dropout: each layer one fused call, with its hidden-to-hidden
+        weights masked for this window and its input dropped by a mask per stream (locked) or per step."""
+        c, run = self.config, _LAYER_CALLS[self.config.cell]
+        drop = _locked if c.locked else F.dropout
+        finals = []
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.rnn.all_weights):
+            if c.weight_drop:  # DropConnect: one mask over the matrix, for every step of the window
+                w_hh = F.dropout(w_hh, c.weight_drop)
+            layer_state = tuple(s[k : k + 1] for s in state)  # (1, B, H) each
+            out = run(drop(x, c.dropout), layer_state if c.cell == "lstm" else layer_state[0], [w_ih, w_hh, b_ih, b_hh])
+            x, final = out[0], out[1:]  # (B, T, H); (h,) or (h, c), each (1, B, H)
+            finals.append(final)
+        new = tuple(torch.cat([f[i] for f in finals]) for i in range(len(state)))
+        return drop(x, c.dropout), new
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One token per stream: x (B,) ids -> logits (B, V) and the next state.

@@ -38,6 +38,7 @@ def info(checkpoint, as_json) -> None:
         "elapsed_s": round(saved.position.elapsed, 1),
         "best_val_loss": None if best is None else round(best, 5),
         "best_val_bpc": None if best is None else round(best / math.log(2), 5),
+        "weights": "average" if saved.averaged else "trained",
         "lines": None
         if saved.lines is None
         else {"state": t.line_state, "train": len(saved.lines.train), "val": len(saved.lines.val)},
@@ -58,7 +59,8 @@ def info(checkpoint, as_json) -> None:
             if saved.lines is not None
             else []
         ),
-        f"model        {m.summary()}, embed {m.embed}, dropout {m.dropout}: {saved.parameters:,} parameters",
+        f"model        {m.summary()}, embed {m.embed}: {saved.parameters:,} parameters",
+        f"regularised  {_regularisers(m, t)}",
         f"training     batch {t.batch_size} x {t.seq_len}, lr {t.lr:g}, weight decay {t.weight_decay:g}, seed {t.seed}",
         f"progress     step {summary['step']:,}, epoch {summary['epoch']:.2f}, {summary['elapsed_s']:.0f}s",
     ]
@@ -66,4 +68,15 @@ def info(checkpoint, as_json) -> None:
         lines.append(f"chosen       {t.chosen} (--size auto)")
     if best is not None:
         lines.append(f"best val     {best:.4f} nats/char ({best / math.log(2):.4f} bpc)")
+    if saved.averaged:
+        lines.append(f"weights      the moving average (--average {t.average:g}), which scored better than the trained")
     click.echo("\n".join(lines))
+
+
+def _regularisers(m, t) -> str:
+    """'dropout 0.1 (locked), weight drop 0.5, embedding drop 0.1, weight average 0.999'"""
+    parts = [f"dropout {m.dropout:g}" + (" (locked)" if m.locked else "")]
+    parts += [f"weight drop {m.weight_drop:g}"] if m.weight_drop else []
+    parts += [f"embedding drop {m.embed_drop:g}"] if m.embed_drop else []
+    parts += [f"weight average {t.average:g}"] if t.average else []
+    return ", ".join(parts)

@@ -63,6 +63,27 @@ def _duration(ctx, param, value):
     help="Dropout on embedding, between layers and before the head.",
 )
 @click.option(
+    "--locked-dropout/--no-locked-dropout",
+    "locked",
+    default=M.locked,
+    show_default=_auto(M.locked),
+    help="One dropout mask per stream and window, the same at every step.",
+)
+@click.option(
+    "--weight-drop",
+    type=float,
+    default=M.weight_drop,
+    show_default=_auto(M.weight_drop),
+    help="DropConnect on the recurrent weights, a mask per batch.",
+)
+@click.option(
+    "--embed-drop",
+    type=float,
+    default=M.embed_drop,
+    show_default=_auto(M.embed_drop),
+    help="Drop whole characters' embeddings, a mask per batch.",
+)
+@click.option(
     "--batch-size",
     type=int,
     default=T.batch_size,
@@ -78,6 +99,13 @@ def _duration(ctx, param, value):
 )
 @click.option("--lr", type=float, default=T.lr, show_default=_auto(T.lr), help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", type=float, default=T.weight_decay, help="AdamW weight decay on matrices.")
+@click.option(
+    "--average",
+    type=float,
+    default=T.average,
+    show_default=_auto(T.average),
+    help="Keep a moving average of the weights (this much kept per step, e.g. 0.999); 0 is off.",
+)
 @click.option("--grad-clip", type=float, default=T.grad_clip, help="Clip the gradient norm to this; 0 is off.")
 @click.option("--warmup", type=int, default=T.warmup, help="Warm-up steps before the cosine decay.")
 @click.option("--steps", type=int, default=None, help="Stop after this many steps.")

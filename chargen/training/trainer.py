@@ -119,6 +119,9 @@ class Trainer:
         )
         self.position = Position()
         self.state = self.model.initial_state(self.batcher.local_batch, self.device)
+        # with --average: a moving average of the weights, in fp32, beside them (evaluated at each evaluation)
+        self.average = [p.detach().clone() for p in self.model.parameters()] if config.average else None
+        self.averaged = False  # whether the average scored better at the last evaluation
         self.metrics: list[dict] = []
         self._losses: list[torch.Tensor] = []  # since the last evaluation, still on the device
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # every loss so far was finite
@@ -269,6 +272,9 @@ class Trainer:
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip, foreach=True)
         self.optimizer.step()
+        if self.average is not None:  # early on, a shorter memory: the first weights are no average worth keeping
+            keep = min(c.average, (1 + p.step) / (10 + p.step))
+            torch._foreach_lerp_(self.average, [w.detach() for w in self.model.parameters()], 1 - keep)
         # Truncated BPTT: the next window starts from this state's values, but its gradient stops here.
         if not self.batcher.resets:
             self.state = detach(state)
@@ -287,7 +293,17 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         train_time, tokens = self.clock() - self._since, self.tokens_read - self._read_since
         val_nats = self.batcher.val_nats(self.model, self.corpus.val, self.amp, self.ranks)
-        val_loss = val_nats / self.val_scored_chars
+        val_loss, extra = val_nats / self.val_scored_chars, {}
+        if self.average is not None:
+            with self._averaged_weights():
+                avg_nats = self.batcher.val_nats(self.model, self.corpus.val, self.amp, self.ranks)
+            extra = {
+                "val_loss_trained": round(val_loss, 5),
+                "val_loss_average": round(avg_nats / self.val_scored_chars, 5),
+            }
+            self.averaged = avg_nats < val_nats
+            if self.averaged:  # what is kept and reported is whichever scores better
+                val_nats, val_loss = avg_nats, avg_nats / self.val_scored_chars
         self._finite &= math.isfinite(val_loss)
         self._check_finite()
         train_loss = float(torch.stack(self._losses).mean()) / self.chars_per_token if self._losses else None
@@ -304,6 +320,7 @@ class Trainer:
             "lr": self.lr(),
             "chars_per_sec": round(tokens * self.ranks.world * self.chars_per_token / max(train_time, 1e-9), 1),
             "elapsed_s": round(p.elapsed, 2),
+            **extra,
         }
         self._losses, self._read_since = [], self.tokens_read
         self.metrics.append(record)
@@ -317,6 +334,18 @@ class Trainer:
             self._save(self.out / "best.pt")
         self.reporter.evaluated(self, record)
         self._since = self.clock()  # the next chars/s counts training only
+
+    @contextlib.contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """The model holds the moving average for the block's length, then its trained weights again."""
+        params = list(self.model.parameters())
+        trained = [w.detach().clone() for w in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, self.average)
+            try:
+                yield
+            finally:
+                torch._foreach_copy_(params, trained)
 
     def _result(self, **flags) -> Result:
         return Result(self.position.best_val, self.out / "best.pt", self.out / "last.pt", self.position.step, **flags)
@@ -334,12 +363,13 @@ class Trainer:
             self._saving = False
 
     def _write(self, path: Path, state: list[torch.Tensor]) -> None:
+        weights, other, averaged = self._weights()
         checkpoint.save_model(
             ModelCheckpoint(
                 self.model_config,
                 self.config,
                 self.corpus.tokenizer,
-                self.model.state_dict(),
+                weights,
                 self.position,
                 CorpusInfo(
                     self.corpus.name,
@@ -352,6 +382,8 @@ class Trainer:
                 ),
                 self.metrics,
                 optimizer=self.optimizer.state_dict(),
+                averaged=averaged,
+                other=other,
                 lines=self.corpus.lines,
                 batch_size=self.batcher.batch_size,
                 state=state,
@@ -360,6 +392,15 @@ class Trainer:
             ),
             path,
         )
+
+    def _weights(self) -> tuple[dict, dict | None, bool]:
+        """(weights, other, averaged) as a checkpoint holds them: the better-scoring set first."""
+        trained = self.model.state_dict()
+        if self.average is None:
+            return trained, None, False
+        names = [n for n, _ in self.model.named_parameters()]
+        average = {**trained, **{n: a.detach().clone() for n, a in zip(names, self.average)}}
+        return (average, trained, True) if self.averaged else (trained, average, False)
 
     def _restore(self, ckpt: ModelCheckpoint) -> None:
         saved = ckpt.corpus
@@ -372,7 +413,13 @@ class Trainer:
             raise CheckpointError(f"--batch-size cannot change on resume (the run used {ckpt.batch_size})")
         if ckpt.optimizer is None or ckpt.state is None or ckpt.rng is None:
             raise CheckpointError("the checkpoint holds no training state to resume from")
-        self.model.load_state_dict(ckpt.weights)
+        self.model.load_state_dict(ckpt.trained)
+        if self.average is not None:
+            if ckpt.average is None:
+                raise CheckpointError("--average cannot start on resume: the run kept no average (start a new run)")
+            named = dict(self.model.named_parameters())
+            self.average = [ckpt.average[n].to(self.device, torch.float32).clone() for n in named]
+            self.averaged = ckpt.averaged
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.position = Position(**vars(ckpt.position))
         rows = self.batcher.rows  # this rank's streams of the saved global batch
