@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "out" / "bundled"
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 TARGET = ROOT / "chargen" / "bundled" / "shakespeare.pt"
-COMMAND = ["chargen", "train", str(CORPUS), "-o", str(RUN), "--time", "12m", "--seed", "1"]
+COMMAND = ["chargen", "train", str(CORPUS), "--size", "fixed", "-o", str(RUN), "--time", "12m", "--seed", "1"]
 
 
 def val_loss(ckpt, val_ids) -> float:

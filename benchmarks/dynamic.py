@@ -63,7 +63,7 @@ def train_models() -> None:
         if (out / "best.pt").exists():
             print(f"{name}: {out / 'best.pt'} exists", flush=True)
             continue
-        subprocess.run(["chargen", "train", str(OUT / f"{name}.txt"), "-o", str(out)], check=True)
+        subprocess.run(["chargen", "train", str(OUT / f"{name}.txt"), "--size", "fixed", "-o", str(out)], check=True)
 
 
 def tail(name: str) -> Path:

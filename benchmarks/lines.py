@@ -37,7 +37,10 @@ def train() -> None:
         if (out / "best.pt").exists():
             print(f"{out / 'best.pt'} exists")
             continue
-        subprocess.run(["chargen", "train", str(WORDS), "--lines", "--line-state", state, "-o", str(out)], check=True)
+        subprocess.run(
+            ["chargen", "train", str(WORDS), "--lines", "--line-state", state, "--size", "fixed", "-o", str(out)],
+            check=True,
+        )
 
 
 def report() -> None:

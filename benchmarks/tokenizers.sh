@@ -11,7 +11,7 @@ mkdir -p "$out"
 for spec in "char" "sp 1000" "sp 4000"; do
   set -- $spec
   name=$1${2:+-$2}
-  [ -f "$out/$name/best.pt" ] || chargen train "$corpus" --time "$budget" -o "$out/$name" --tokenizer "$1" ${2:+--vocab-size $2} 2> "$out/$name.log"
+  [ -f "$out/$name/best.pt" ] || chargen train "$corpus" --size fixed --time "$budget" -o "$out/$name" --tokenizer "$1" ${2:+--vocab-size $2} 2> "$out/$name.log"
   chargen sample -c "$out/$name/best.pt" --prime "ROMEO:" -l 200 --seed 1 -t 0.8 > "$out/$name.sample.txt" 2>/dev/null
 done
 python3 - "$out" <<'PY'
