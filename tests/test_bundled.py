@@ -1,5 +1,7 @@
 """The model shipped in the package: used when there is no model of one's own, by name, through the safe loader."""
 
+import json
+
 import pytest
 import torch
 
@@ -24,9 +26,14 @@ def test_sample_with_no_model_of_ones_own_uses_the_bundled_one(tmp_path):
 def test_a_model_of_ones_own_wins(tmp_path, tiny_ckpt):
     (tmp_path / "checkpoints" / "x").mkdir(parents=True)
     (tmp_path / "checkpoints" / "x" / "best.pt").write_bytes(tiny_ckpt.read_bytes())
-    assert "checkpoints/x/best.pt" in run("sample", "-l", 5, cwd=tmp_path).stderr
+    sampled = run("sample", "-l", 5, cwd=tmp_path)
+    assert sampled.exit_code == 0 and "checkpoints/x/best.pt" in sampled.stderr
     (tmp_path / "shakespeare").write_bytes(tiny_ckpt.read_bytes())  # a file of that name is a path, not the name
-    assert run("info", "shakespeare", "--json", cwd=tmp_path).stdout.count(str(BUNDLED)) == 0
+    info = run("info", "shakespeare", "--json", cwd=tmp_path)
+    assert info.exit_code == 0, info.output
+    shown, mine = json.loads(info.stdout), json.loads(run("info", tiny_ckpt, "--json").stdout)
+    assert (tmp_path / shown["checkpoint"]).resolve() == (tmp_path / "shakespeare").resolve() != BUNDLED.resolve()
+    assert shown["model"] == mine["model"] and shown["parameters"] == mine["parameters"]  # the tiny model, not 2x384
 
 
 def test_named_in_python_and_by_info():

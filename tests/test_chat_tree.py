@@ -1,7 +1,5 @@
 """The conversation as a tree, on a real tiny model: retry, continue, best-of-N, branches, undo/redo, save/load."""
 
-import math
-
 import pytest
 import torch
 
@@ -258,7 +256,8 @@ def test_penalties_make_repeats_rarer(model):
 
     greedy = "".join(model.generate("the king", length=400, temp=0.0))
     penalised = "".join(model.generate("the king", length=400, temp=0.0, repeat_penalty=1.5, frequency_penalty=0.5))
-    assert repeats(penalised) < repeats(greedy) and math.isfinite(repeats(greedy))
+    assert repeats(greedy) > 0.5  # the greedy text loops: most of its 8-character spans came before
+    assert repeats(penalised) < repeats(greedy) / 2  # the penalties break the loop: repeats are far rarer
 
 
 def test_a_conversation_saved_before_trees_still_loads(model, tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """chargen serve: the API through an ASGI client and a real uvicorn, the official openai client, the page."""
 
+import base64
 import json
 import math
-import os
 import shutil
 import signal
 import socket
@@ -207,20 +207,6 @@ def test_scores_sum_to_the_eval_figure(client, model):
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] > 0
 
 
-def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(client, model):
-    text = "the queen and all her men shall ride at dawn\n" * 20
-    writing = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 50, "seed": 1})  # same model
-    page = client.post("/v1/inspect", json={"text": text, "chars": 300})
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    data = inspect.read(page.text)
-    assert data["text"] == text[:300] and len(data["surprisal"]["bits"]) == 300
-    assert writing.status_code == 200
-    again = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 50, "seed": 1})
-    assert again.json()["choices"][0]["text"] == writing.json()["choices"][0]["text"]  # inspecting changed nothing
-    bad = client.post("/v1/inspect", json={"text": text, "chars": 10**9})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "chars"
-
-
 # -- a real server ---------------------------------------------------------------------------------
 
 
@@ -291,14 +277,45 @@ def test_concurrent_requests_are_stepped_together(server):
 
 
 def test_a_client_that_leaves_stops_its_stream(server):
+    health = lambda: httpx.get(server + "/health").json()  # noqa: E731
+    before = health()["steps"]  # the engine's steps so far: one per character it writes (for every stream)
     with httpx.stream("POST", server + "/v1/completions", json={"prompt": "the", "max_tokens": 20_000, "stream": True},
                       timeout=30) as response:  # fmt: skip
         next(response.iter_lines())
     start = time.monotonic()
-    while httpx.get(server + "/health").json()["streams"] and time.monotonic() - start < 5:
+    while health()["streams"] and time.monotonic() - start < 5:
         time.sleep(0.02)
-    health = httpx.get(server + "/health").json()
-    assert health["streams"] == 0  # gone, long before 20,000 characters
+    left = health()
+    time.sleep(0.2)
+    assert left["streams"] == 0 and health()["steps"] == left["steps"]  # nothing is written for it any more
+    assert left["steps"] - before < 5_000  # it stopped long before 20,000 characters (a full run takes 20,000 steps)
+
+
+def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(server, model):
+    """A page made while the engine steps a stream on the same model: the page is the one the model makes alone,
+    and the stream writes what it writes alone."""
+    text = "the queen and all her men shall ride at dawn\n" * 20
+    want = inspect.read(inspect.maker(model)(text, 300))  # the page of this model, made here with nothing else
+    health = lambda: httpx.get(server + "/health").json()  # noqa: E731
+    body = {"prompt": "the", "seed": 1, "max_tokens": 20_000, "stream": True}  # far longer than the page takes
+    with httpx.stream("POST", server + "/v1/completions", json=body, timeout=30) as response:
+        lines = (json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line)
+        streamed = next(lines)["choices"][0]["text"]
+        writing = health()
+        page = httpx.post(server + "/v1/inspect", json={"text": text, "chars": 300}, timeout=60)
+        after = health()
+        assert writing["streams"] == after["streams"] == 1 and after["steps"] > writing["steps"]  # written throughout
+        while len(streamed) < 2_000:
+            streamed += next(lines)["choices"][0]["text"]
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.rstrip().endswith("</html>")
+    data = inspect.read(page.text)
+    assert data["text"] == want["text"] == text[:300] and len(data["surprisal"]["bits"]) == 300
+    assert data["surprisal"]["bits"][1:] == pytest.approx(want["surprisal"]["bits"][1:], abs=1e-3)
+    assert data["model"] == want["model"]
+    assert streamed[:2_000] == "".join(model.generate("the", length=2_000, seed=1))  # as written with no page
+    bad = httpx.post(server + "/v1/inspect", json={"text": text, "chars": 10**9})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "chars"
 
 
 def test_a_session_writes_one_completion_at_a_time(server):
@@ -329,6 +346,27 @@ def chromium() -> str:
     return found
 
 
+def pixels(browser, png: bytes) -> dict:
+    """What a screenshot shows, counted by the browser itself (no image library needed): its pixels, those with
+    ink (darker than the page's light greys), and those tinted (not grey), with how many distinct tints."""
+    tab = browser.new_page()  # a blank tab of no policy of its own
+    counted = tab.evaluate(
+        """async (src) => { const img = new Image(); img.src = src; await img.decode();
+        const c = document.createElement('canvas'); c.width = img.width; c.height = img.height;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data, tints = new Set(); let ink = 0, tinted = 0;
+        for (let i = 0; i < d.length; i += 4) {
+          const [r, gr, b] = [d[i], d[i + 1], d[i + 2]];
+          if (r + gr + b < 3 * 160) ink++;
+          if (Math.max(r, gr, b) - Math.min(r, gr, b) > 24) { tinted++; tints.add((r << 16) | (gr << 8) | b); }
+        }
+        return { all: d.length / 4, ink, tinted, tints: tints.size }; }""",
+        "data:image/png;base64," + base64.b64encode(png).decode(),
+    )
+    tab.close()
+    return counted
+
+
 def test_the_page_writes_and_colours(server, tmp_path):
     executable = chromium()
     from playwright.sync_api import sync_playwright
@@ -345,14 +383,16 @@ def test_the_page_writes_and_colours(server, tmp_path):
         page.fill("#seed", "1")
         page.click("#go")
         page.wait_for_selector("#go:not([disabled])")  # the page's policy allows no eval: wait by selectors
-        page.screenshot(path=str(tmp_path / "write.png"))
+        written = page.locator("#out").screenshot(path=str(tmp_path / "write.png"))
         assert page.text_content("#out").startswith("the queen") and len(page.text_content("#out")) >= 9 + 200
         page.click("#tab-score")
         page.fill("#score-text", "the king is dead")
         page.click("#score-go")
         page.wait_for_selector("#colored span[title]")
         assert len(page.query_selector_all("#colored span")) == len("the king is dead")
-        page.screenshot(path=str(tmp_path / "score.png"))
+        coloured = page.locator("#colored").screenshot(path=str(tmp_path / "score.png"))
+        written, coloured = pixels(browser, written), pixels(browser, coloured)
         browser.close()
     assert not errors
-    assert os.path.getsize(tmp_path / "write.png") > 0
+    assert written["ink"] > 1_000, written  # its 209 characters drawn in ink, not a blank box
+    assert coloured["tinted"] > 300 and coloured["tints"] >= 5, coloured  # its characters in shades of surprisal
