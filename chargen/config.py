@@ -21,6 +21,8 @@ from chargen.errors import SettingError
 CELLS = ("lstm", "gru", "rnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_DEVICE = "auto"  # where sample, chat, eval and the Python API run: the GPU when there is one
+EVAL_EVERY = 250  # steps between evaluations when --eval-every is not given; and at least EVALS over the
+EVALS = 20  # budget, while evaluating takes under a tenth of the time (the trainer's _mark_passed)
 TOKENIZERS = ("char", "sp")
 SP_MODELS = ("unigram", "bpe")
 LINE_STATES = ("carry", "reset")
@@ -177,8 +179,9 @@ class TrainConfig(_Plain):
     """Stop after this many passes over the training text (--epochs)."""
     time: float | None = None
     """Stop after this many seconds of wall-clock time (--time)."""
-    eval_every: int = 250
-    """Steps between evaluations on the validation text (--eval-every)."""
+    eval_every: int | None = None
+    """Steps between evaluations on the validation text (--eval-every); by default every 250 steps and each
+    twentieth of the budget, while evaluating takes under a tenth of the run's time."""
     patience: int | None = None
     """Stop after this many evaluations without a better validation loss (--patience)."""
     average: float = 0.0
@@ -225,7 +228,9 @@ class TrainConfig(_Plain):
         _require(self.steps is None or self.steps >= 1, "steps", f"must be at least 1, not {self.steps}")
         _require(self.epochs is None or self.epochs > 0, "epochs", f"must be positive, not {self.epochs}")
         _require(self.time is None or self.time > 0, "time", f"must be positive, not {self.time}")
-        _require(self.eval_every >= 1, "eval_every", f"must be at least 1, not {self.eval_every}")
+        _require(
+            self.eval_every is None or self.eval_every >= 1, "eval_every", f"must be at least 1, not {self.eval_every}"
+        )
         _require(self.patience is None or self.patience >= 1, "patience", f"must be at least 1, not {self.patience}")
         _require(0 < self.val_frac < 1, "val_frac", f"must be between 0 and 1, not {self.val_frac}")
         _require(

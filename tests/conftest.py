@@ -67,3 +67,21 @@ def tiny_ckpt(tmp_path_factory, corpus_path):
     out = tmp_path_factory.mktemp("run")
     _, result = train_tiny(corpus_path, out, steps=150)
     return result.best_path
+
+
+def read_page(page: str) -> dict:
+    """The data an inspect page holds, as its script reads it: `chargen.inspect.page.render`'s inverse."""
+    import json
+    import re
+
+    return json.loads(re.search(r"const DATA = (.*?);\n", page, re.S).group(1))
+
+
+def dequantised(block: dict, steps: int):
+    """A block of an inspect page's bytes back to floats (T, U): what the page draws."""
+    import base64
+
+    import numpy as np
+
+    q = np.frombuffer(base64.b64decode(block["data"]), np.uint8).reshape(steps, block["units"])
+    return block["lo"] + q / 255.0 * (block["hi"] - block["lo"])

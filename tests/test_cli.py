@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from chargen import checkpoint
 from chargen.cli import cli
 
 from .conftest import make_text
@@ -62,6 +63,8 @@ def test_train_sample_eval_info_end_to_end(tmp_path, corpus_path):
     assert result.stdout == ""  # nothing but generated text ever goes to stdout
     assert "best val" in result.stderr and f"chargen sample -c {out / 'best.pt'}" in result.stderr
     assert {"best.pt", "last.pt", "metrics.jsonl"} <= set(os.listdir(out))
+    best_step = checkpoint.read(out / "best.pt").position.step  # the final line names it, not only the last step
+    assert f"at step {best_step} of 40" in result.stderr
 
     sample = run("sample", "-c", out / "best.pt", "--prime", "ROMEO:", "-l", 50, "--seed", 3)
     assert sample.exit_code == 0 and sample.stdout.startswith("ROMEO:") and len(sample.stdout) == 6 + 50 + 1

@@ -18,12 +18,12 @@ from chargen.generate import Generator
 from chargen.inspect import page as inspect
 from chargen.training.trainer import Trainer
 
-from .conftest import tiny_configs
+from .conftest import dequantised, read_page, tiny_configs
 from .test_serve import chromium
 
 
 def page_data(path) -> dict:
-    return inspect.read(path.read_text(encoding="utf-8"))
+    return read_page(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_a_gate_on_the_page_is_the_one_torchs_cell_equations_give(page, tiny_ckp
         hidden = model.config.hidden
         rows = slice(hidden + unit, hidden + unit + 1)  # nn.LSTM's rows: input, forget, cell, output gates
         f = torch.sigmoid(x @ w_ih[rows].T + b_ih[rows] + h[layer, 0] @ w_hh[rows].T + b_hh[rows])
-    on_page = inspect.dequantised(block["layers"][layer], len(data["text"]))[t, 1]
+    on_page = dequantised(block["layers"][layer], len(data["text"]))[t, 1]
     assert on_page == pytest.approx(float(f), abs=(block["layers"][layer]["hi"] - block["layers"][layer]["lo"]) / 255)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from chargen.inspect import page as inspect
 
+from .conftest import read_page
 from .test_serve import chromium, serving
 
 HOSTILE_NAME = "<img src=x onerror=window.pwned=1>"
@@ -64,7 +65,7 @@ def test_the_inspect_page_shows_a_hostile_name_and_text_as_text(browser, hostile
     page = out.read_text()
     assert "</script><script>" not in page and "<!--" not in page.split("<script>")[1]  # data stays in its string
     assert "script-src 'sha256-" in page and "'unsafe-inline'" not in page.split("script-src")[1].split(";")[0]
-    assert inspect.read(page)["text"] == (HOSTILE_TEXT * 4)[: len(inspect.read(page)["text"])]
+    assert read_page(page)["text"] == (HOSTILE_TEXT * 4)[: len(read_page(page)["text"])]
 
     tab, seen = opened(browser, out.as_uri())
     for view in ("surprisal", "cells", "span", "saturation", "lookback", "training"):

@@ -23,6 +23,8 @@ from chargen.inspect import page as inspect
 from chargen.score import evaluate
 from chargen.serve.app import create_app
 
+from .conftest import read_page
+
 
 @pytest.fixture(scope="module")
 def model(tiny_ckpt):
@@ -98,6 +100,35 @@ def test_bad_requests_get_a_4xx_a_person_can_act_on(client, body, status, param)
     error = response.json()["error"]
     assert error["param"] == param and error["message"] and "Traceback" not in error["message"]
     assert complete(client, prompt="a", max_tokens=5)["choices"][0]["text"]  # the server is unharmed
+
+
+def test_unknown_routes_and_methods_answer_json_naming_the_routes(client):
+    for method, path, status in (
+        ("GET", "/v2/nothing", 404),
+        ("POST", "/v1/chat/nope", 404),
+        ("GET", "/v1/score", 405),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == status and response.headers["content-type"] == "application/json"
+        error = response.json()["error"]
+        assert path in error["message"] and error["type"] in ("not_found_error", "invalid_request_error")
+    assert "/v1/completions" in client.get("/v2/nothing").json()["error"]["message"]
+
+
+def test_a_port_that_is_taken_is_one_line_before_serving(tiny_ckpt):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "chargen", "serve", "-c", str(tiny_ckpt), "--port", str(port), "--device", "cpu"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0 and "serving" not in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert f"port {port}" in done.stderr and "taken" in done.stderr and "--port" in done.stderr
 
 
 def test_a_body_that_is_not_json_or_too_large(client):
@@ -295,7 +326,7 @@ def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(serv
     """A page made while the engine steps a stream on the same model: the page is the one the model makes alone,
     and the stream writes what it writes alone."""
     text = "the queen and all her men shall ride at dawn\n" * 20
-    want = inspect.read(inspect.maker(model)(text, 300))  # the page of this model, made here with nothing else
+    want = read_page(inspect.maker(model)(text, 300))  # the page of this model, made here with nothing else
     health = lambda: httpx.get(server + "/health").json()  # noqa: E731
     body = {"prompt": "the", "seed": 1, "max_tokens": 20_000, "stream": True}  # far longer than the page takes
     with httpx.stream("POST", server + "/v1/completions", json=body, timeout=30) as response:
@@ -309,7 +340,7 @@ def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(serv
             streamed += next(lines)["choices"][0]["text"]
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.text.rstrip().endswith("</html>")
-    data = inspect.read(page.text)
+    data = read_page(page.text)
     assert data["text"] == want["text"] == text[:300] and len(data["surprisal"]["bits"]) == 300
     assert data["surprisal"]["bits"][1:] == pytest.approx(want["surprisal"]["bits"][1:], abs=1e-3)
     assert data["model"] == want["model"]

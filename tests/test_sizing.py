@@ -182,7 +182,7 @@ def test_train_says_what_it_chose_and_info_shows_it(tmp_path, corpus_path):
         text=True,
     )
     assert resumed.returncode == 0 and "--size auto chose" not in resumed.stderr  # a resumed run keeps its model
-    assert "after 4 steps" in resumed.stderr
+    assert "of 4" in resumed.stderr  # the last step; the best one is named before it
     fixed = subprocess.run([*run, "-o", str(tmp_path / "fixed"), "--size", "fixed"], capture_output=True, text=True)
     assert fixed.returncode == 0 and "--size auto chose" not in fixed.stderr and "2x384 LSTM" in fixed.stderr
     pinned = subprocess.run(

@@ -46,6 +46,31 @@ def serve(checkpoint, host, port, api_key, max_sessions, session_ttl, device) ->
     settings = dict(api_key=api_key or None, max_sessions=max_sessions, session_ttl=session_ttl, model_name=name)
     config = ServeConfig(host, port, **settings)
     app = create_app(generator, config, inspector=maker(generator))
+    sock = listening(host, port)  # before saying it serves: a port that is taken is one clear line
+    port = sock.getsockname()[1]  # the one it got, with --port 0
     shown = f"[{host}]" if ":" in host else host
     console.info(f"serving {generator.describe()}\nat http://{shown}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def listening(host: str, port: int):
+    """A socket bound to host:port and listening; ChargenError when the port is taken or the host is not here."""
+    import errno
+    import socket
+
+    from chargen.errors import ChargenError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ChargenError(
+                f"port {port} on {host} is taken (another server is listening there): pick another with --port "
+                f"(--port 0 takes any free one)"
+            ) from None
+        raise ChargenError(f"cannot listen on {host}:{port} ({e.strerror}): check --host and --port") from None
+    return sock

@@ -12,6 +12,8 @@ from chargen.config import (
     CELLS,
     DEFAULT_TIME,
     DEVICES,
+    EVAL_EVERY,
+    EVALS,
     LINE_STATES,
     SIZES,
     SP_MODELS,
@@ -119,7 +121,12 @@ def _duration(ctx, param, value):
     show_default=False,
     help=f"Stop after this much wall-clock time: 90s, 10m, 2h  [default: {DEFAULT_TIME} when no --steps or --epochs]",
 )
-@click.option("--eval-every", type=int, default=T.eval_every, help="Steps between validation passes.")
+@click.option(
+    "--eval-every",
+    type=int,
+    default=T.eval_every,
+    help=f"Steps between validation passes [default: {EVAL_EVERY}, and each {EVALS}th of the budget while cheap].",
+)
 @click.option("--patience", type=int, default=None, help="Stop after N evaluations with no better val loss.")
 @click.option("--val-frac", type=float, default=T.val_frac, help="Last fraction of the text held out for validation.")
 @click.option(
@@ -200,7 +207,8 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
     if math.isfinite(best):
         stopped = " (stopped early: no better val loss)" if result.stopped_early else ""
         console.stderr().print(
-            f"best val {best:.4f} nats/char ([bold]{best / math.log(2):.4f} bpc[/]) after {result.step} steps{stopped}",
+            f"best val {best:.4f} nats/char ([bold]{best / math.log(2):.4f} bpc[/]) at step {result.best_step:,} "
+            f"of {result.step:,}{stopped}",
             highlight=False,
         )
         console.info(f"checkpoint: {result.best_path}\nsample from it: chargen sample -c {_quoted(result.best_path)}")

@@ -22,7 +22,6 @@ import base64
 import copy
 import json
 import os
-import re
 from collections.abc import Callable
 
 import numpy as np
@@ -271,12 +270,6 @@ def _quantised(a: np.ndarray) -> dict:
     return {"lo": lo, "hi": hi, "units": int(a.shape[1]), "data": base64.b64encode(q.tobytes()).decode()}
 
 
-def dequantised(block: dict, steps: int) -> np.ndarray:
-    """A block of `_quantised` back to floats (T, U): what the page draws."""
-    q = np.frombuffer(base64.b64decode(block["data"]), np.uint8).reshape(steps, block["units"])
-    return block["lo"] + q / 255.0 * (block["hi"] - block["lo"])
-
-
 def _rounded(a: np.ndarray) -> list[float]:
     return [round(float(v), 4) for v in a]
 
@@ -289,11 +282,6 @@ def render(data: dict) -> str:
     """
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     return pages.locked(pages.template(__package__).replace("/*DATA*/null", payload))
-
-
-def read(page: str) -> dict:
-    """The data a page holds, as its script reads it: `render`'s inverse."""
-    return json.loads(re.search(r"const DATA = (.*?);\n", page, re.S).group(1))
 
 
 def mib(page: str) -> float:

@@ -358,7 +358,20 @@ def create_app(
         yield
         await server.engine.stop()
 
+    async def no_route(request: Request, exc: Exception) -> Response:
+        """Unknown routes and methods answer in the API's JSON too, saying what exists."""
+        status = getattr(exc, "status_code", 404)
+        where = f"{request.method} {request.url.path}"
+        if status == 405:
+            message = f"{where}: this route does not take {request.method}"
+        else:
+            routes = "/v1/completions, /v1/sessions, /v1/score, /v1/inspect and /v1/models"
+            message = f"{where}: there is no such route; the API is {routes}"
+        kind = "not_found_error" if status == 404 else "invalid_request_error"
+        return RequestError(status, message, kind=kind).response()
+
     app = Starlette(
+        exception_handlers={404: no_route, 405: no_route},
         routes=[
             Route("/", page),
             Route("/health", guarded(health)),

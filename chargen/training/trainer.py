@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from chargen import checkpoint
 from chargen.checkpoint import CorpusInfo, ModelCheckpoint, Position
-from chargen.config import ModelConfig, TrainConfig
+from chargen.config import EVAL_EVERY, EVALS, ModelConfig, TrainConfig
 from chargen.data import Corpus
 from chargen.errors import ChargenError, CheckpointError, SettingError, TrainingError
 from chargen.files import FolderLock, atomic_write
@@ -62,6 +62,7 @@ class Result:
     best_path: Path
     last_path: Path
     step: int
+    best_step: int = 0  # the step best.pt was written at
     interrupted: bool = False
     stopped_early: bool = False
 
@@ -191,7 +192,8 @@ class Trainer:
                 if self.device.type == "cpu" or p.step % 50 == 0:  # on a GPU, a check is a host sync: not each step
                     self._check_finite()
                 self.reporter.step(self)
-                if p.step % self.config.eval_every == 0 or self.progress() >= 1:
+                every = self.config.eval_every or EVAL_EVERY
+                if p.step % every == 0 or self.progress() >= 1 or (not self.config.eval_every and self._mark_passed()):
                     self._evaluate_and_save()
                     p.elapsed = self.clock() - start
                     if self.config.patience and p.bad_evals >= self.config.patience:
@@ -287,8 +289,17 @@ class Trainer:
             p.epoch, p.window = p.epoch + 1, 0
             self.state = self.model.initial_state(self.batcher.local_batch, self.device)
 
+    def _mark_passed(self) -> bool:
+        """Whether the run has passed another twentieth of its budget since it last evaluated, and evaluating
+        is cheap enough to do so (the last one took under a tenth of the time since): a run of many epochs
+        needs evaluations often enough to keep its best and to stop early, whatever --eval-every says."""
+        last = self.metrics[-1] if self.metrics else {"progress": 0.0, "eval_s": 0.0, "elapsed_s": 0.0}
+        since = self.position.elapsed - last["elapsed_s"]
+        return self.progress() - last.get("progress", 0.0) >= 1 / EVALS and last.get("eval_s", 0.0) * 10 < since
+
     def _evaluate_and_save(self) -> None:
         p = self.position
+        began = self.clock()
         if self.device.type == "cuda":  # steps run ahead of the host: wait for them, so chars/s is true
             torch.cuda.synchronize(self.device)
         train_time, tokens = self.clock() - self._since, self.tokens_read - self._read_since
@@ -320,6 +331,8 @@ class Trainer:
             "lr": self.lr(),
             "chars_per_sec": round(tokens * self.ranks.world * self.chars_per_token / max(train_time, 1e-9), 1),
             "elapsed_s": round(p.elapsed, 2),
+            "progress": round(self.progress(), 5),
+            "eval_s": round(self.ranks.sum(self.clock() - began) / self.ranks.world, 3),  # the same on every rank
             **extra,
         }
         self._losses, self._read_since = [], self.tokens_read
@@ -348,7 +361,9 @@ class Trainer:
                 torch._foreach_copy_(params, trained)
 
     def _result(self, **flags) -> Result:
-        return Result(self.position.best_val, self.out / "best.pt", self.out / "last.pt", self.position.step, **flags)
+        best = min(self.metrics, key=lambda r: r["val_loss"], default={"step": self.position.step})["step"]
+        p = self.position
+        return Result(p.best_val, self.out / "best.pt", self.out / "last.pt", p.step, best_step=best, **flags)
 
     # -- checkpoints -------------------------------------------------------------------------
 
