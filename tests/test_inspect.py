@@ -175,7 +175,7 @@ def test_every_view_renders_offline_in_a_real_browser(page, tmp_path):
 def test_the_text_properties_units_are_ranked_against():
     text = "def f(a, b):\n    s = 'it''s'\n    return \"o'er\" + (a)\n"
     f = inspect.features(text)
-    at = lambda s: text.index(s)  # noqa: E731
+    at = lambda s: text.index(s)
     assert f["inside brackets"][at("a, b")] and not f["inside brackets"][at("def")]
     assert f["inside quotes"][at("it")] and f["inside quotes"][at("er")] and not f["inside quotes"][at("return")]
     assert f["indentation"][at("return")] == 4 and f["indentation"][at("def")] == 0

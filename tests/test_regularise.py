@@ -36,7 +36,7 @@ def test_without_dropout_the_layer_by_layer_path_is_the_fused_one(cell):
 def test_weight_drop_masks_change_between_batches_and_are_absent_in_eval():
     m = model(weight_drop=0.5, dropout=0.0)
     masks = []
-    hook = lambda *args: masks.append(args[2][1].detach().clone())  # noqa: E731  (the weights each layer ran with)
+    hook = lambda *args: masks.append(args[2][1].detach().clone())  # the weights each layer ran with
     from chargen import model as model_module
 
     original = model_module._LAYER_CALLS["lstm"]

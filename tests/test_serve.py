@@ -295,7 +295,7 @@ def test_concurrent_requests_are_stepped_together(server):
         try:
             r = httpx.post(server + "/v1/completions", json={"prompt": "the", "max_tokens": 300, "seed": i}, timeout=60)
             results.append(r.json()["choices"][0]["text"])
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
@@ -308,7 +308,7 @@ def test_concurrent_requests_are_stepped_together(server):
 
 
 def test_a_client_that_leaves_stops_its_stream(server):
-    health = lambda: httpx.get(server + "/health").json()  # noqa: E731
+    health = lambda: httpx.get(server + "/health").json()
     before = health()["steps"]  # the engine's steps so far: one per character it writes (for every stream)
     with httpx.stream("POST", server + "/v1/completions", json={"prompt": "the", "max_tokens": 20_000, "stream": True},
                       timeout=30) as response:  # fmt: skip
@@ -327,7 +327,7 @@ def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(serv
     and the stream writes what it writes alone."""
     text = "the queen and all her men shall ride at dawn\n" * 20
     want = read_page(inspect.maker(model)(text, 300))  # the page of this model, made here with nothing else
-    health = lambda: httpx.get(server + "/health").json()  # noqa: E731
+    health = lambda: httpx.get(server + "/health").json()
     body = {"prompt": "the", "seed": 1, "max_tokens": 20_000, "stream": True}  # far longer than the page takes
     with httpx.stream("POST", server + "/v1/completions", json=body, timeout=30) as response:
         lines = (json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line)
