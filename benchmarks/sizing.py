@@ -91,10 +91,12 @@ def run(spec: str, rates: dict[str, float], device: str, clock: bool) -> None:
     tokens_per_step = int(flags["batch-size"]) * int(flags["seq-len"])
     steps = max(1, round(chars / tokens_per_step))
     train_chars = len(corpus.read_text()) * 0.9  # the training part: all but the held-out tenth
-    if chars > sizing.MAX_EPOCHS * train_chars:  # as --size auto does: no more passes than that
-        flags.setdefault("epochs", str(sizing.MAX_EPOCHS))
-        chars = sizing.MAX_EPOCHS * train_chars
-    flags.setdefault("dropout", str(sizing.dropout_for(chars / train_chars)))
+    for key, value in sizing.regularisers_for(chars / train_chars).items():  # as --size auto does
+        flag = key.replace("_", "-")
+        if key == "locked":
+            flags.setdefault("locked-dropout" if value else "no-locked-dropout", "")
+        else:
+            flags.setdefault(flag, str(value))
     folder = OUT / f"{corpus_key}-{kind}" / spec.split(":", 1)[1].replace(":", "-").replace(",", "-").replace("=", "")
     if (folder / "done.json").exists():
         return
@@ -102,7 +104,7 @@ def run(spec: str, rates: dict[str, float], device: str, clock: bool) -> None:
     argv = [sys.executable, "-m", "chargen", "train", str(corpus), *budget_flags, "-o", str(folder), "--overwrite"]
     argv += ["--device", device, *mode]
     for key, value in flags.items():
-        argv += [f"--{key}", str(value)]
+        argv += [f"--{key}", str(value)] if value != "" else [f"--{key}"]  # a switch takes no value
     print(" ".join(argv), flush=True)
     subprocess.run(argv, check=True, stderr=subprocess.DEVNULL)
     write_done(folder, spec, kind, flags)

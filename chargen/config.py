@@ -30,6 +30,8 @@ SIZES = ("auto", "fixed")
 DEFAULT_TIME = "5m"  # the budget of a run given no --steps, --epochs or --time
 CHAT_STOP = ("\n\n",)  # a chat answer ends at a blank line unless told otherwise
 MAX_LAYERS, MAX_WIDTH = 64, 1 << 16  # far beyond any model that trains in a day, and a bound on what a file may ask
+MAX_STOP = 256  # characters of one stop string: matching costs each stream up to this much every step
+MAX_TEMP = 100.0  # far past uniform already; a float32 logit divided by more overflows to nothing
 MAX_SEED = 2**32 - 1
 INSPECT_CHARS = 5000  # characters an inspect page reads by default: a page that opens in a second
 INSPECT_UNITS = 48  # units per layer whose cell state and gates an inspect page holds (h is there for all)
@@ -212,6 +214,9 @@ class TrainConfig(_Plain):
     device's speed; fixed: every default as it is (--size)."""
     chosen: str | None = None
     """What --size auto chose and why: written by the run, shown by info."""
+    planned_speed: float | None = None
+    """The chars/s --size auto timed and planned with: written by the run, which says so if it trains at over
+    twice or under half of it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -303,6 +308,9 @@ class SampleConfig(_Plain):
             value = getattr(self, name)
             _require(-2 <= value <= 2, name, f"must be from -2 to 2, as in OpenAI's API, not {value}")
         self.stop = tuple(s for s in self.stop if s)
+        longest = max(map(len, self.stop), default=0)
+        _require(longest <= MAX_STOP, "stop", f"strings must be at most {MAX_STOP} characters, not {longest}")
+        _require(self.temp <= MAX_TEMP, "temp", f"must be at most {MAX_TEMP:g}, not {self.temp}")
 
     @property
     def drawing(self) -> dict:

@@ -113,6 +113,36 @@ def score_file(generator, path: str | os.PathLike, dynamic: LearnConfig | None =
     return Score(nats / scored_chars(tok, ids, chars), chars, list(unknown), dynamic)
 
 
+PROBES = 200  # spans of a scored text looked for in the training text
+PROBE_CHARS = 48  # characters per span: long enough that a match is the same text, not a common phrase
+MAX_SEARCHED = 50_000_000  # bytes of a training corpus searched at most: a larger one is not looked at
+
+
+def trained_share(ckpt, path: str | os.PathLike) -> float | None:
+    """The share of the text at `path` that the model of `ckpt` was trained on, or None where it cannot tell.
+
+    A line-mode model knows its training lines by their hashes. Otherwise, spans of the text are looked for
+    in the training part of the corpus the model was trained on, if that file is still where it was (and
+    small enough to search in a moment)."""
+    from pathlib import Path
+
+    from chargen.data import corpus_files, read_chunks
+
+    text = "".join(read_chunks(corpus_files(path)))
+    if ckpt.lines is not None:
+        lines = examples(iter([text]))
+        return sum(ckpt.lines.mark(line) == "in train" for line in lines) / len(lines) if lines else None
+    source = ckpt.corpus.path
+    if source is None or len(text) < PROBE_CHARS or not Path(source).exists():
+        return None
+    files = corpus_files(source)
+    if sum(Path(f).stat().st_size for f in files) > MAX_SEARCHED:
+        return None
+    trained = "".join(read_chunks(files))[: ckpt.corpus.train_chars]
+    starts = np.unique(np.linspace(0, len(text) - PROBE_CHARS, PROBES).astype(int))
+    return sum(text[s : s + PROBE_CHARS] in trained for s in starts) / len(starts)
+
+
 @torch.inference_mode()
 def surprisal(generator, text: str, top_k: int = 5) -> dict:
     """Bits of each character given those before it (the first has no context: null), its rank among the

@@ -91,7 +91,11 @@ class StopMatcher:
             self.stopped = True
             out, self.held, self.pending = self.pending[: min(hits)], self.pending[min(hits) :], ""
             return out
-        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        longest = len(self.pending)  # a held tail is at most what is pending: each step costs what is held
+        hold = max(
+            (k for s in self.stops for k in range(1, min(len(s), longest + 1)) if self.pending.endswith(s[:k])),
+            default=0,
+        )
         out = self.pending[: len(self.pending) - hold]
         self.pending = self.pending[len(out) :]
         return out

@@ -75,7 +75,8 @@ def test_train_sample_eval_info_end_to_end(tmp_path, corpus_path):
 
     scored = run("eval", "-c", out / "best.pt", corpus_path, "--json")
     data = json.loads(scored.stdout)
-    assert set(data) == {"nats_per_char", "bits_per_char", "chars", "dynamic"} and data["dynamic"] is None
+    assert set(data) == {"nats_per_char", "bits_per_char", "chars", "dynamic", "trained_share"}
+    assert data["dynamic"] is None and data["trained_share"] >= 0.8  # it is the corpus the model read
     assert data["chars"] == len(corpus_path.read_text())
     assert abs(data["bits_per_char"] * 0.6931471805599453 - data["nats_per_char"]) < 1e-5
 
@@ -234,3 +235,14 @@ def test_ctrl_c_during_training_saves_last_and_says_how_to_resume(tmp_path, corp
     assert "Traceback" not in err and f"chargen train --resume {out / 'last.pt'}" in err
     step = json.loads(run("info", out / "last.pt", "--json").stdout)["step"]
     assert 10 <= step < 100000
+
+
+def test_eval_says_when_the_text_is_what_the_model_was_trained_on(tiny_ckpt, corpus_path, tmp_path):
+    same = run("eval", "-c", tiny_ckpt, corpus_path, "--json")
+    assert same.exit_code == 0 and "was trained on" in same.stderr and "validation loss" in same.stderr
+    assert 0.8 <= json.loads(same.stdout)["trained_share"] <= 0.95  # all but the held-out tail
+    fresh = tmp_path / "fresh.txt"
+    fresh.write_text(make_text(60, seed=42))  # the same words, in lines never trained on
+    other = run("eval", "-c", tiny_ckpt, fresh, "--json")
+    assert other.exit_code == 0 and "trained on" not in other.stderr
+    assert json.loads(other.stdout)["trained_share"] < 0.05

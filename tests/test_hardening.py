@@ -358,9 +358,14 @@ def test_12_bounded_and_validated_flags(tiny_ckpt, tmp_path):
 
 
 def test_12_a_huge_temperature_never_writes_the_unknown_symbol(tiny_ckpt):
+    from chargen.config import MAX_TEMP
+
     model = chargen.load(tiny_ckpt, "cpu")
-    for temp in (1e-30, 1e30):
+    for temp in (1e-30, MAX_TEMP):
         assert "\ufffd" not in "".join(model.generate("the", length=200, temp=temp, seed=1))
+    for temp in (MAX_TEMP * 2, 3.5e38):  # past float32's range it wrote nothing but U+FFFD: refused, by name
+        with pytest.raises(SettingError, match=f"temp must be at most {MAX_TEMP:g}"):
+            "".join(model.generate("the", length=5, temp=temp))
 
 
 # -- 13: messages that misled -------------------------------------------------------------------

@@ -181,3 +181,80 @@ def test_the_text_properties_units_are_ranked_against():
     assert f["indentation"][at("return")] == 4 and f["indentation"][at("def")] == 0
     assert f["position in line"][at("f(")] == 5 and f["line ending in a colon"][at("def")] == 1
     assert f["position in word"][at("turn")] == 3
+
+
+def test_the_page_controls_and_charts_a_reader_uses(page, tmp_path):
+    """The unit box refuses what is not a unit, ticks are read once each, the legend names whole, a gate's dot
+    opens its unit, and a cell's tooltip gives the model's guesses beside its value."""
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    out, _ = page
+    hidden = page_data(out)["model"]["hidden"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        tab = browser.new_context(offline=True, viewport={"width": 1200, "height": 800}).new_page()
+        errors = []
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto(out.as_uri())
+        tab.click("nav button[data-view=cells]")
+        assert "forget" in tab.text_content("#signals-help")
+        for typed in (str(hidden + 100), "-3", "2.5"):
+            tab.fill("#unit", typed)
+            tab.dispatch_event("#unit", "input")
+            note = tab.text_content("#cells-note")
+            assert f"from 0 to {hidden - 1}" in note and "NaN" not in note, (typed, note)
+        tab.select_option("#signal", "h")  # every unit's h is on the page (c and the gates for a few)
+        tab.fill("#unit", "3")
+        tab.dispatch_event("#unit", "input")
+        assert "NaN" not in tab.text_content("#cells-note")
+        assert tab.evaluate("document.body.dataset.coloured").endswith(":3")
+        tab.hover("#cells-text span:nth-child(40)")
+        assert "the model expected" in tab.text_content("#tip")
+
+        for view in ("saturation", "lookback", "training"):
+            tab.click(f"nav button[data-view={view}]")
+            for svg in tab.locator(f"#{view} svg").all():
+                y_ticks = [t.text_content() for t in svg.locator("text[text-anchor=end]").all()]
+                x_ticks = [t.text_content() for t in svg.locator("text[text-anchor=middle]:not([transform])").all()][
+                    :-1
+                ]
+                for ticks in (x_ticks, y_ticks):
+                    assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks  # each value once
+        legend = tab.text_content("#lookback figcaption")
+        assert all(c["name"] in legend for c in page_data(out)["lookback"])  # whole names, however long
+
+        tab.click("nav button[data-view=saturation]")
+        dot = tab.locator("#saturation circle.unit").nth(5)
+        title = dot.locator("title").text_content()
+        assert title.startswith("layer 0, unit ")
+        unit, gate = title.split("unit ")[1].split(",")[0], title.split(", ")[2].split(" gate")[0]
+        dot.click()
+        assert tab.is_visible("section#cells") and tab.input_value("#unit") == unit
+        assert tab.input_value("#signal") == gate
+        tab.screenshot(path=str(tmp_path / "opened-from-a-dot.png"))
+        browser.close()
+    assert errors == []
+
+
+def test_inspect_never_writes_over_its_text_or_a_file_it_did_not_write(tiny_ckpt, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from chargen.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    text = "the king is dead, long live the queen\n" * 20
+    page = tmp_path / "index.html"
+    page.write_text(text)
+    notes, kept = tmp_path / "notes.txt", tmp_path / "notes.html"
+    notes.write_text(text)
+    kept.write_text("<p>my own notes</p>")
+    run = lambda *args: CliRunner().invoke(cli, ["inspect", "-c", str(tiny_ckpt), *map(str, args)])
+    over_input = run(page)
+    assert over_input.exit_code != 0 and "is the text being read" in over_input.output and page.read_text() == text
+    over_mine = run(notes)
+    assert over_mine.exit_code != 0 and "--overwrite" in over_mine.output and kept.read_text() == "<p>my own notes</p>"
+    explicit = run(notes, "-o", notes)
+    assert explicit.exit_code != 0 and notes.read_text() == text
+    assert run(notes, "--overwrite").exit_code == 0 and "chargen inspect" in kept.read_text()
+    assert run(notes).exit_code == 0  # a page of its own is replaced without asking

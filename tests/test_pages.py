@@ -104,6 +104,7 @@ def test_the_server_page_shows_a_hostile_name_prompt_and_text_as_text(browser, h
         tab.click("#go")
         tab.wait_for_selector("#go:not([disabled])")
         assert tab.text_content("#out").startswith(HOSTILE_TEXT)
+        assert "unknown to the model" in tab.text_content("#status")  # < > / = ( ) are not in its corpus
         tab.click("#tab-score")
         tab.fill("#score-text", HOSTILE_TEXT)
         tab.click("#score-go")

@@ -176,6 +176,23 @@ def test_piped_transcript(tiny_ckpt):
     assert "\x1b[" not in result.stdout  # no colour in a pipe
 
 
+def test_a_piped_chat_writes_the_conversation_as_it_stands(tiny_ckpt):
+    """Retried, undone and unpicked answers stream to stderr; stdout is the conversation as it ends."""
+    lines = "the king\n/retry\n/best 3\n/pick 2\nlong live\n/undo\n"
+    result = chat(tiny_ckpt, "--seed", "1", "-l", "30", "--user-prefix", "ROMEO:\\n", stdin=lines)
+    assert result.returncode == 0, result.stderr
+    out, err = result.stdout, result.stderr
+    assert out.startswith("ROMEO:\nthe king\n") and out.count("ROMEO:") == 1  # the undone turn is gone
+    assert "long live" not in out and "long live" in err
+    candidates = err.split("--- answer 1 of 3")[1]
+    picked = candidates.split("--- answer 2 of 3")[1].split("---\n", 1)[1].split("\n--- answer 3 of 3")[0]
+    others = [candidates.split("---\n", 1)[1].split("\n--- answer 2 of 3")[0], candidates.split("answer 3 of 3")[1]]
+    kept = out.removeprefix("ROMEO:\nthe king\n")
+    others = [o.split("---\n", 1)[-1].strip() for o in others]
+    assert kept.startswith(picked.rstrip("\n"))
+    assert all(o not in kept for o in others if len(o) > 5 and o != picked.strip())  # the unpicked ones are not
+
+
 def test_save_then_load_in_a_new_process_continues_exactly(tiny_ckpt, tmp_path):
     env = {"CHARGEN_HOME": str(tmp_path)}
     turns = "/set seed 5\nthe king is\n/save talk\nthe queen\n"
@@ -266,6 +283,7 @@ def test_a_branching_session_in_a_pipe(tiny_ckpt, tmp_path):
     lines = "the king\n/retry\n/best 2\n/pick 2\n/goto 1\n/continue\n/tree\n"
     result = chat(tiny_ckpt, "--seed", "2", "-l", "30", stdin=lines, env={"CHARGEN_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("the king\n") == 3  # the turn, its retry, the picked answer: each as fed
-    assert "--- answer 1 of 2 (seed " in result.stdout and "--- answer 2 of 2 (seed " in result.stdout
+    assert result.stderr.count("the king\n") == 3  # the turn, its retry, the picked answer: each as fed
+    assert "--- answer 1 of 2 (seed " in result.stderr and "--- answer 2 of 2 (seed " in result.stderr
+    assert result.stdout.count("the king\n") == 1  # stdout: the conversation where it ends, on turn 1's branch
     assert "at turn 1" in result.stderr and "─*1 " in result.stderr and "<- here" in result.stderr

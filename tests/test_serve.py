@@ -89,6 +89,8 @@ def test_streamed_pieces_make_the_same_texts_for_each_of_n(client):
         ({"prompt": "a", "n": 0}, 400, "n"),
         ({"prompt": "a", "max_tokens": 10**9}, 400, "max_tokens"),
         ({"prompt": "a", "stop": [1]}, 400, "stop"),
+        ({"prompt": "a", "stop": ["x" * 100_000] * 4}, 400, "stop"),  # a step's cost is bounded by the stops
+        ({"prompt": "a", "temperature": 1e39}, 400, "temperature"),  # past float32: it wrote only U+FFFD
         ({"prompt": "a", "seed": "x"}, 400, "seed"),
         ({"prompt": "a" * 200_000}, 413, "prompt"),
         ({"prompt": "a", "session": "sess-nope"}, 404, "session"),
@@ -100,6 +102,52 @@ def test_bad_requests_get_a_4xx_a_person_can_act_on(client, body, status, param)
     error = response.json()["error"]
     assert error["param"] == param and error["message"] and "Traceback" not in error["message"]
     assert complete(client, prompt="a", max_tokens=5)["choices"][0]["text"]  # the server is unharmed
+
+
+@pytest.mark.parametrize(
+    "path, body, status, param, says",
+    [
+        ("/v1/completions", b'{"prompt": "a", "max_tokens": NaN}', 400, None, "NaN is not a JSON number"),
+        ("/v1/completions", b'{"prompt": "a", "top_k": Infinity}', 400, None, "Infinity is not a JSON number"),
+        ("/v1/completions", b'{"prompt": "a", "temperature": 1e999}', 400, None, "too large"),
+        ("/v1/completions", b"[" * 100_000 + b"]" * 100_000, 400, None, "nested too deep"),
+        ("/v1/completions", b'{"prompt": "a", "seed": ' + b"7" * 5000 + b"}", 400, None, "5000 digits"),
+        ("/v1/score", b'{"text": "ab\\ud800cd"}', 400, "text", "lone surrogate"),
+        ("/v1/completions", b'{"prompt": "a", "stream": "false"}', 400, "stream", "true or false"),
+        ("/v1/completions", b'{"prompt": "a", "echo": true}', 400, "echo", "leave it out"),
+        ("/v1/completions", b'{"prompt": "a", "logprobs": 3}', 400, "logprobs", "leave it out"),
+    ],
+)
+def test_hostile_bodies_are_a_4xx_not_a_traceback(client, path, body, status, param, says):
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status and response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["param"] == param and says in error["message"], error
+    assert complete(client, prompt="a", max_tokens=5)["choices"][0]["text"]  # the server is unharmed
+
+
+def test_a_body_a_page_elsewhere_could_send_is_refused(client):
+    response = client.post("/v1/completions", content=b'{"prompt": "a"}', headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415 and "application/json" in response.json()["error"]["message"]
+
+
+def test_bearer_is_read_in_any_case_and_a_foreign_host_is_refused(model):
+    with TestClient(create_app(model, ServeConfig(api_key="s3cret"))) as c:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            answer = c.post("/v1/completions", json={"prompt": "a"}, headers={"Authorization": f"{scheme} s3cret"})
+            assert answer.status_code == 200, scheme
+    with TestClient(create_app(model, hosts=["localhost", "127.0.0.1"]), base_url="http://localhost") as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health", headers={"Host": "evil.example"}).status_code == 400  # a rebound name
+
+
+def test_a_prompt_with_characters_the_model_never_saw_says_which(client, model):
+    data = complete(client, prompt="the king ☃ is 🙂", max_tokens=10, seed=1)
+    assert data["unknown_characters"] == ["☃", "🙂"]
+    assert data["choices"][0]["text"] == "".join(model.generate("the king ☃ is 🙂", length=10, seed=1))
+    events = streamed(client, prompt="☃ the", max_tokens=10, seed=1)
+    assert events[0]["unknown_characters"] == ["☃"] and all("unknown_characters" not in e for e in events[1:])
+    assert "unknown_characters" not in complete(client, prompt="the king", max_tokens=5)
 
 
 def test_unknown_routes_and_methods_answer_json_naming_the_routes(client):

@@ -71,14 +71,16 @@ def test_a_fast_device_gets_the_big_model_and_a_slow_one_the_small():
     assert "predicts" in fast.why and "epochs of this corpus" in fast.why
 
 
-def test_a_small_corpus_reads_the_small_corpus_curves_and_gets_more_dropout_and_patience():
+def test_a_small_corpus_reads_the_small_corpus_curves_and_gets_the_regularisers_and_patience():
     large, _ = choose(rates=FAST, corpus=BIG_CORPUS * 1000)
     small, _ = choose(rates=FAST, corpus=SMALL_CORPUS)
     assert small.settings["hidden"] == 32  # the big model overfits a small text, as its points say
-    assert small.settings["dropout"] == sizing.DROPOUT[-1][1] and small.settings["patience"] == sizing.PATIENCE
-    assert small.settings["epochs"] == sizing.MAX_EPOCHS  # 2,850 epochs' worth of time: cut to the most that help
+    many = sizing.REGULARISE[-1][1]  # 2,850 epochs' worth of time: spent, with every regulariser on
+    assert all(small.settings[k] == v for k, v in many.items()) and small.settings["patience"] == sizing.PATIENCE
+    assert "epochs" not in small.settings  # no cap: a budget is spent training
     assert large.settings["dropout"] == 0.0 and "patience" not in large.settings  # a fraction of an epoch
-    assert "overfit" in small.why
+    assert not any(large.settings.get(k) for k in ("locked", "weight_drop", "embed_drop", "average"))
+    assert "overfit" in small.why and "weight drop 0.5" in small.why
 
 
 def test_flags_given_are_kept_and_the_rest_chosen_around_them():
@@ -225,3 +227,27 @@ def _counting(step, seen: list):
         return step(trainer)
 
     return counted
+
+
+def test_a_run_far_from_its_planned_speed_says_so_and_keeps_it(corpus_path, tmp_path):
+    from chargen import checkpoint
+    from chargen.data import load_corpus
+    from chargen.training.trainer import Reporter, Trainer
+
+    from .conftest import tiny_configs
+
+    class Notes(Reporter):
+        def __init__(self):
+            self.said = []
+
+        def note(self, text):
+            self.said.append(text)
+
+    for planned, told in ((1e9, True), (None, False)):  # a plan no CPU meets; no plan at all
+        model, config = tiny_configs(steps=40, eval_every=10, chosen="1x32 (a test)", planned_speed=planned)
+        notes = Notes()
+        Trainer(load_corpus(corpus_path, 0.1), model, config, tmp_path / str(planned), reporter=notes).run()
+        said = [n for n in notes.said if "--size auto planned with ~1000000.0k chars/s" in n]
+        assert len(said) == told
+        kept = checkpoint.read(tmp_path / str(planned) / "last.pt").train_config.chosen
+        assert ("then trained at" in kept) == told

@@ -7,7 +7,7 @@ import sys
 import click
 
 from chargen.cli import cli
-from chargen.cli.console import ANSI, stdout
+from chargen.cli.console import ANSI, stdout, write
 from chargen.cli.options import (
     checkpoint_option,
     device_option,
@@ -41,7 +41,7 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
     \b
       chargen chat
       chargen chat --user-prefix "ROMEO:\\n" --bot-prefix "\\nJULIET:\\n" -t 0.7
-      printf 'ROMEO:\\n' | chargen chat > out.txt
+      printf 'ROMEO:\\n' | chargen chat > out.txt     # out.txt: the conversation as it stands at the end
     """
     from dataclasses import replace
 
@@ -69,9 +69,10 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
     if sys.stdin.isatty() and sys.stdout.isatty():
         out, read = TerminalOutput(), _terminal_reader()
         out.note(f"chatting with {describe()}\ntype a line and press Enter; /help for commands, Ctrl-D to leave")
-    else:
-        out, read = PlainOutput(), _plain_read
-    sys.exit(Repl(conversation, read, out, describe).run())
+        sys.exit(Repl(conversation, read, out, describe).run())
+    code = Repl(conversation, _plain_read, PlainOutput(), describe).run()
+    write(conversation.text + ("" if conversation.text.endswith("\n") or not conversation.text else "\n"))
+    sys.exit(code)
 
 
 def _plain_read(prompt: str) -> str:
@@ -115,7 +116,8 @@ def _completer():
 
 
 class PlainOutput:
-    """A transcript on stdout: every turn as the model read it and every answer; notes on stderr."""
+    """In a pipe: every turn as the model read it and every answer drawn, streamed to stderr as they are written;
+    the conversation as it stands (no retried, undone or unpicked answer) goes to stdout at the end."""
 
     def __init__(self) -> None:
         self.last = "\n"
@@ -142,8 +144,8 @@ class PlainOutput:
 
     def _write(self, text: str) -> None:
         if text:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            sys.stderr.write(text)
+            sys.stderr.flush()
             self.last = text
 
 
@@ -178,3 +180,8 @@ class TerminalOutput(PlainOutput):
     def clear(self) -> None:
         sys.stdout.write(ANSI["clear"])
         sys.stdout.flush()
+
+    def _write(self, text: str) -> None:  # on a terminal the conversation streams where it is read
+        if text:
+            write(text)
+            self.last = text

@@ -32,7 +32,7 @@ def evaluate(checkpoint, file, as_json, dynamic, device, **learning) -> None:
     """
     from chargen.cli import console
     from chargen.generate import Generator
-    from chargen.score import score_file
+    from chargen.score import score_file, trained_share
 
     settings = learn_config(learning)  # a bad flag is told before the model loads
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
@@ -41,10 +41,19 @@ def evaluate(checkpoint, file, as_json, dynamic, device, **learning) -> None:
         console.warn(
             f"{file} has characters the model never saw, scored as unknown: {' '.join(map(repr, score.unknown))}"
         )
+    saved = generator.checkpoint
+    share = trained_share(saved, file) if saved is not None else None
+    if share is not None and share >= 0.05:
+        best = f" (its validation loss: {saved.best_val:.4f})" if saved.best_val is not None else ""
+        console.warn(
+            f"about {share:.0%} of {file} is text this model was trained on: the figure says how well it learnt "
+            f"that text, not how it does on text it has not seen{best}"
+        )
     nats, bits = score.nats_per_char, score.bits_per_char
     how = score.dynamic.describe() if score.dynamic else None
     if as_json:
         result = {"nats_per_char": round(nats, 6), "bits_per_char": round(bits, 6), "chars": score.chars}
+        result["trained_share"] = None if share is None else round(share, 3)
         click.echo(json.dumps({**result, "dynamic": score.dynamic.to_dict() if score.dynamic else None}))
     else:
         mode = f", dynamic: {how}" if how else ""

@@ -33,8 +33,9 @@ from chargen.config import INSPECT_CHARS, INSPECT_UNITS
     show_default=True,
     help="Units per layer whose cell state and gates go in the page (the hidden state goes in for all).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace --out even if it is a file chargen did not write.")
 @device_option
-def inspect(checkpoints, file, out, chars, units, device) -> None:
+def inspect(checkpoints, file, out, chars, units, device, overwrite) -> None:
     """Write a page that shows a model reading FILE: surprisal, cells and gates, span search, gate
     saturation, how far back it looks, and its training curves. The page is one file that works
     offline in any browser.
@@ -47,8 +48,11 @@ def inspect(checkpoints, file, out, chars, units, device) -> None:
 
     from chargen.cli import console
     from chargen.data import corpus_files, read_chunks
+    from chargen.files import atomic_write
     from chargen.inspect.page import load, mib, render, report
 
+    target = Path(out) if out else Path(f"{Path(file).stem or 'inspect'}.html")
+    refuse_to_replace(target, Path(file), overwrite)  # before the model reads anything: a second may pass
     paths = [resolve_checkpoint(c) for c in checkpoints] if checkpoints else [resolve_checkpoint(None)]
     text = ""
     for chunk in read_chunks(corpus_files(file)):
@@ -57,9 +61,29 @@ def inspect(checkpoints, file, out, chars, units, device) -> None:
             break
     started = time.perf_counter()
     page = render(report(load(paths, device), text, chars=chars, units=units))
-    target = Path(out) if out else Path(f"{Path(file).stem or 'inspect'}.html")
-    target.write_text(page, encoding="utf-8")
+    with atomic_write(target) as f:  # a page that fails half-way leaves the old one whole
+        f.write(page.encode("utf-8"))
     console.info(
         f"wrote {target} ({mib(page):.1f} MiB, {min(chars, len(text)):,} characters, "
         f"{time.perf_counter() - started:.1f}s): open it in a browser"
     )
+
+
+PAGE_MARK = "<title>chargen inspect</title>"  # in the head of every page this command writes
+
+
+def refuse_to_replace(target: Path, source: Path, overwrite: bool) -> None:
+    """Never write over the text being read; replace another file only if it is an inspect page or when told."""
+    from chargen.errors import ChargenError
+
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise ChargenError(f"{target} is the text being read: give the page another name with -o")
+    if target.is_dir():
+        raise ChargenError(f"{target} is a folder: give the page a file name with -o")
+    if target.exists() and not overwrite:
+        with open(target, "rb") as f:
+            head = f.read(4096).decode("utf-8", "replace")
+        if PAGE_MARK not in head:
+            raise ChargenError(
+                f"{target} exists and is not an inspect page: give another name with -o, or --overwrite to replace it"
+            )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from chargen.cli import cli
@@ -18,14 +20,17 @@ S = ServeConfig
 @click.option(
     "--api-key",
     envvar="CHARGEN_API_KEY",
-    help="Require 'Authorization: Bearer KEY' on every route but /health (also CHARGEN_API_KEY).",
+    help="Require 'Authorization: Bearer KEY' on every route but /health. Better from CHARGEN_API_KEY or "
+    "--api-key-file: a flag shows in the process list.",
 )
+@click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True), help="Read the API key from this file.")
 @click.option("--max-sessions", type=click.IntRange(min=1), default=S.max_sessions, show_default=True,
               help="Sessions kept; at the cap the least recently used idle one is dropped.")  # fmt: skip
 @click.option("--session-ttl", type=click.FloatRange(min=1), default=S.session_ttl, show_default=True,
               help="Seconds a session may sit idle before it expires.")  # fmt: skip
 @device_option
-def serve(checkpoint, host, port, api_key, max_sessions, session_ttl, device) -> None:
+@click.pass_context
+def serve(ctx, checkpoint, host, port, api_key, api_key_file, max_sessions, session_ttl, device) -> None:
     """Serve a model over HTTP, with a page to write with it at http://HOST:PORT/.
 
     \b
@@ -40,17 +45,30 @@ def serve(checkpoint, host, port, api_key, max_sessions, session_ttl, device) ->
     from chargen.inspect.page import maker
     from chargen.serve.app import create_app
 
+    if api_key_file:
+        api_key = Path(api_key_file).read_text(encoding="utf-8").strip()
+    elif api_key and ctx.get_parameter_source("api_key").name == "COMMANDLINE":
+        console.warn("--api-key shows in the process list (ps) to anyone on this machine: use CHARGEN_API_KEY "
+                     "or --api-key-file")  # fmt: skip
+    local = host in LOOPBACK
+    if not api_key and not local:
+        console.warn(f"serving on {host} with no API key: anyone who can reach this machine can use the model "
+                     "(set CHARGEN_API_KEY or --api-key-file)")  # fmt: skip
     path = resolve_checkpoint(checkpoint)
     generator = Generator.load(path, device)
     name = path.parent.name if path.stem in ("best", "last") else path.stem  # checkpoints/NAME/best.pt: NAME
     settings = dict(api_key=api_key or None, max_sessions=max_sessions, session_ttl=session_ttl, model_name=name)
     config = ServeConfig(host, port, **settings)
-    app = create_app(generator, config, inspector=maker(generator))
+    # served on this machine only, it answers requests for this machine only (a page elsewhere cannot rebind a name)
+    app = create_app(generator, config, inspector=maker(generator), hosts=LOOPBACK if local else None)
     sock = listening(host, port)  # before saying it serves: a port that is taken is one clear line
     port = sock.getsockname()[1]  # the one it got, with --port 0
     shown = f"[{host}]" if ":" in host else host
     console.info(f"serving {generator.describe()}\nat http://{shown}:{port}/ (Ctrl-C stops)")
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def listening(host: str, port: int):

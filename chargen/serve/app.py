@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -116,8 +119,11 @@ class Server:
 
     # -- completions ------------------------------------------------------------------------
 
-    async def prime(self, text: str, primed: Primed | None = None) -> Primed:
-        return await asyncio.to_thread(self.generator.prime, text, 1, primed.copy() if primed else None)
+    async def prime(self, text: str, primed: Primed | None = None, field: str = "prompt") -> Primed:
+        try:
+            return await asyncio.to_thread(self.generator.prime, text, 1, primed.copy() if primed else None)
+        except SettingError as e:  # the library names its own argument: name the request's field
+            raise RequestError(400, str(e).replace(e.setting or "", field, 1), field) from None
 
     def start(self, primed: Primed, config: SampleConfig, n: int) -> list[Stream]:
         """`n` streams from `primed`, each with a generator of its own (seed, seed + 1, ... when seeded),
@@ -131,18 +137,49 @@ class Server:
 
 
 async def read_body(request: Request) -> dict:
+    """The request's JSON object; a RequestError for a body that is not one (or not sent as one)."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind != "application/json":  # a form or text/plain body may come from a page elsewhere, unasked
+        raise RequestError(415, f"the body must be sent as application/json, not {kind}", kind="invalid_request_error")
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise RequestError(413, f"the request body is over {MAX_BODY:,} bytes: send less text")
     try:
-        data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError(400, "the body is not JSON: send a JSON object") from None
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise RequestError(413, f"the request body is over {MAX_BODY:,} bytes: send less text")
+    except ClientDisconnect:
+        raise RequestError(400, "the client left before its request was whole") from None
+    try:
+        data = json.loads(body or b"{}", parse_constant=_not_a_number, parse_int=_whole, parse_float=_finite)
+    except RecursionError:
+        raise RequestError(400, "the body is nested too deep: send a flat JSON object") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        detail = f" ({e})" if isinstance(e, BodyError) else ""
+        raise RequestError(400, f"the body is not JSON{detail}: send a JSON object") from None
     if not isinstance(data, dict):
         raise RequestError(400, "the body must be a JSON object")
     return data
+
+
+class BodyError(ValueError):
+    """A body that parses as Python's JSON but not as JSON a client means."""
+
+
+def _not_a_number(name: str):
+    raise BodyError(f"{name} is not a JSON number")
+
+
+def _finite(digits: str) -> float:
+    value = float(digits)
+    if not math.isfinite(value):
+        raise BodyError(f"{digits} is too large for any setting")
+    return value
+
+
+def _whole(digits: str) -> int:
+    if len(digits.lstrip("-")) > 30:
+        raise BodyError(f"a number of {len(digits)} digits is not one any setting takes")
+    return int(digits)
 
 
 def text_field(data: dict, name: str, required: bool = False, default: str = "") -> str:
@@ -157,7 +194,21 @@ def text_field(data: dict, name: str, required: bool = False, default: str = "")
         raise RequestError(400, f"{name} must be a string", name)
     if len(value) > MAX_PROMPT:
         raise RequestError(413, f"{name} is {len(value):,} characters, over the limit of {MAX_PROMPT:,}", name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # JSON lets a lone surrogate through as \udXXX; it is no character of any text
+        raise RequestError(400, f"{name} holds a lone surrogate (an escape such as \\ud800): send text", name) from None
     return value
+
+
+UNSUPPORTED = ("echo", "logprobs", "best_of", "suffix", "logit_bias", "tools", "functions")
+
+
+def refuse_unsupported(data: dict) -> None:
+    """OpenAI's fields chargen does not do are refused by name, not ignored."""
+    for key in UNSUPPORTED:
+        if data.get(key) not in (None, False) and not (key == "best_of" and data[key] == 1):
+            raise RequestError(400, f"{key} is not something chargen does: leave it out", key)
 
 
 def sample_settings(data: dict, length: int) -> tuple[SampleConfig, int]:
@@ -203,10 +254,14 @@ def sample_settings(data: dict, length: int) -> tuple[SampleConfig, int]:
 
 
 def create_app(
-    generator: Generator, config: ServeConfig | None = None, inspector: Callable[[str, int], str] | None = None
+    generator: Generator,
+    config: ServeConfig | None = None,
+    inspector: Callable[[str, int], str] | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The ASGI app serving `generator`'s model; `inspector(text, chars)` makes the inspect page of a text under it
-    (the CLI passes `chargen.inspect.page.maker(generator)`; without it, /v1/inspect answers 404)."""
+    (the CLI passes `chargen.inspect.page.maker(generator)`; without it, /v1/inspect answers 404). With `hosts`,
+    a request whose Host header names another is refused."""
     server = Server(generator, config)
     cfg = server.config
 
@@ -214,7 +269,8 @@ def create_app(
         async def endpoint(request: Request) -> Response:
             try:
                 if cfg.api_key and request.url.path != "/health":
-                    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                    given = given.strip() if scheme.lower() == "bearer" else ""  # the scheme is case-blind
                     if not secrets.compare_digest(given.encode(), cfg.api_key.encode()):
                         raise RequestError(401, "a valid API key is needed: send Authorization: Bearer KEY")
                 return await handler(request)
@@ -241,6 +297,7 @@ def create_app(
     async def completions(request: Request) -> Response:
         data = await read_body(request)
         prompt = text_field(data, "prompt", required="session" not in data)
+        refuse_unsupported(data)
         config, n = sample_settings(data, cfg.completion_length)
         session = server.session(data["session"]) if "session" in data else None
         if session is not None:
@@ -262,9 +319,13 @@ def create_app(
             if session is not None:
                 session.complete(prompt, stream)
 
+        if data.get("stream", False) is not False and data.get("stream") is not True:
+            raise RequestError(400, f"stream must be true or false, not {data['stream']!r}", "stream")
         if data.get("stream"):
             return StreamingResponse(
-                events(key, streams, finished), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+                events(key, streams, finished, primed.unknown),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
             )
         try:
             await watch(request, streams)
@@ -276,17 +337,20 @@ def create_app(
             {"text": "".join(s.text), "index": i, "logprobs": None, "finish_reason": s.finish}
             for i, s in enumerate(streams)
         ]
-        return JSONResponse(completion(key, choices) | {"usage": usage(prompt, streams)})
+        return JSONResponse(completion(key, choices, primed.unknown) | {"usage": usage(prompt, streams)})
 
-    def completion(key: str, choices: list[dict]) -> dict:
-        return {"id": key, "object": "text_completion", "created": int(time.time()), "model": cfg.model_name,
+    def completion(key: str, choices: list[dict], unknown: list[str] = ()) -> dict:
+        """A completion in OpenAI's shape; with `unknown_characters` when the prompt held characters the model
+        never saw (they were left out of what it read)."""
+        body = {"id": key, "object": "text_completion", "created": int(time.time()), "model": cfg.model_name,
                 "choices": choices}  # fmt: skip
+        return body | ({"unknown_characters": list(unknown)} if unknown else {})
 
     def usage(prompt: str, streams: list[Stream]) -> dict:
         written = sum(len("".join(s.text)) for s in streams)
         return {"prompt_tokens": len(prompt), "completion_tokens": written, "total_tokens": len(prompt) + written}
 
-    async def events(key: str, streams: list[Stream], finished):
+    async def events(key: str, streams: list[Stream], finished, unknown: list[str]):
         """Server-sent events: a chunk per piece of text, one with each stream's finish reason, then [DONE].
         A client that goes away cancels this generator: its streams leave the engine at the next step."""
         try:
@@ -298,7 +362,8 @@ def create_app(
                 for stream, text, why in merged(items):
                     left -= why is not None
                     choice = {"text": text, "index": stream.index, "logprobs": None, "finish_reason": why}
-                    yield f"data: {json.dumps(completion(key, [choice]))}\n\n"
+                    yield f"data: {json.dumps(completion(key, [choice], unknown))}\n\n"
+                    unknown = []  # said once, in the first event
             yield "data: [DONE]\n\n"
         finally:
             for s in streams:
@@ -308,7 +373,7 @@ def create_app(
     async def create_session(request: Request) -> Response:
         data = await read_body(request)
         prime = text_field(data, "prime")
-        key = server.new_session(await server.prime(prime), prime)
+        key = server.new_session(await server.prime(prime, field="prime"), prime)
         return JSONResponse({"id": key, "object": "session", "text": prime}, status_code=201)
 
     async def one_session(request: Request) -> Response:
@@ -372,6 +437,7 @@ def create_app(
 
     app = Starlette(
         exception_handlers={404: no_route, 405: no_route},
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))] if hosts else [],
         routes=[
             Route("/", page),
             Route("/health", guarded(health)),

@@ -43,7 +43,7 @@ RESUMABLE = (
     "size",
 )
 MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig))
-TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "chosen")  # chosen is the run's to write
+TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("chosen", "planned_speed"))  # the run's
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")  # a folder holding any of these holds a run
 
 
@@ -144,7 +144,8 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
     reporter.note(f"--size auto chose {choice.why}")
     model_keys = set(MODEL_SETTINGS)
     model_config = replace(model_config, **{k: v for k, v in choice.settings.items() if k in model_keys})
-    config = replace(config, **{k: v for k, v in choice.settings.items() if k not in model_keys}, chosen=choice.why)
+    chosen = {k: v for k, v in choice.settings.items() if k not in model_keys}
+    config = replace(config, **chosen, chosen=choice.why, planned_speed=choice.rate)
     return model_config, config, choice.measured_s
 
 

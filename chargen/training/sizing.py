@@ -1,14 +1,15 @@
-"""Choosing the model a run can afford: size, batch, dropout and lr from the budget, the corpus and the speed.
+"""Choosing the model a run can afford: size, batch, lr and regularisers from the budget, the corpus and the speed.
 
 `chargen train` with no size flags (`--size auto`, the default) asks three questions before
 its first step: how many characters can this run read (the budget; for a time budget, the
 budget times the speed of each candidate model, measured with a few real training steps on
 this device), how big is the corpus, and which candidate reached the lowest validation loss
 after reading that many characters in the sweep that fitted `sizing.json` (benchmarks/sizing.py
-trains a ladder of sizes for a few budgets on two corpora). A budget worth more than
-MAX_EPOCHS passes over the corpus stops there (more only overfit); the dropout follows the
-epochs the run will read, and a run of many epochs keeps `patience` on. Flags a person gives
-are kept: the candidates are the ladder with those flags laid over it.
+trains a ladder of sizes for a few budgets on two corpora). The regularisers follow the epochs
+the run will read (none for a pass or two; locked dropout, weight drop, embedding drop and a
+weight average for tens of passes), so a budget is spent training, and a run of many epochs
+keeps `patience` on as a safety net. Flags a person gives are kept: the candidates are the
+ladder with those flags laid over it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from importlib import resources
 
 EVAL_SHARE = 0.05  # of a timed run's clock spent on validation and checkpoints, not on reading
 MEASURE_SHARE = 0.05  # of a time budget that timing candidates may take: no more candidates are tried after it
-# (up to this many epochs, dropout): a 2x384 reading 1.8 epochs reached 1.510 with none and 1.535 with 0.1;
-# one reading 6 epochs (on an AVX-512 CPU) 1.423 with 0.1 and 1.452 with 0.25 (benchmarks/RESULTS.md)
-DROPOUT = ((2, 0.0), (6, 0.1), (16, 0.2), (math.inf, 0.3))
+# (up to this many epochs, the regularisers a run of that many passes gets). Up to 2 epochs none: a 2x384 reading 1.8
+# epochs reached 1.510 with no dropout and 1.535 with 0.1. Past 16 all of them: on a 30,000-character text read 90
+# times, each alone took 0.03-0.05 off the 2015 recipe's 1.936 and together 0.06, still improving at the end
+# instead of overfitting from epoch 20 (benchmarks/recipe.py, RESULTS.md "The regularised recipe"). Between, a
+# step between the two, not measured on its own.
+REGULARISE = (
+    (2, {"dropout": 0.0}),
+    (6, {"dropout": 0.1, "locked": True, "weight_drop": 0.2, "average": 0.999}),
+    (16, {"dropout": 0.2, "locked": True, "weight_drop": 0.3, "embed_drop": 0.05, "average": 0.999}),
+    (math.inf, {"dropout": 0.3, "locked": True, "weight_drop": 0.5, "embed_drop": 0.1, "average": 0.999}),
+)
 PATIENCE_EPOCHS = 16  # a run that will read the corpus more often than this stops when it stops improving
 PATIENCE = 4  # evaluations without a better validation loss
-MAX_EPOCHS = 40  # more passes than this only overfit, at the dropout above (measured on a GPU: benchmarks/RESULTS.md)
 
 
 @dataclass(frozen=True)
@@ -71,9 +79,9 @@ def readable(chars_per_sec: float, seconds: float) -> float:
     return chars_per_sec * seconds * (1 - EVAL_SHARE)
 
 
-def dropout_for(epochs: float) -> float:
-    """More passes over the same text need more dropout to keep from learning it by heart."""
-    return next(p for limit, p in DROPOUT if epochs <= limit)
+def regularisers_for(epochs: float) -> dict:
+    """More passes over the same text need more regularisation to keep from learning it by heart."""
+    return dict(next(settings for limit, settings in REGULARISE if epochs <= limit))
 
 
 @dataclass
@@ -83,6 +91,7 @@ class Choice:
     settings: dict
     why: str
     measured_s: float = 0.0  # seconds of the budget spent timing candidates
+    rate: float | None = None  # the chars/s timed for the chosen model (a time budget only)
 
 
 class Curves:
@@ -200,8 +209,7 @@ def choose(
                 break
             rate = speed(settings)
             reads.append(readable(rate, max(0.0, time - (clock() - started))))
-        budget = min(reads)
-        chars = budget if epochs else min(budget, MAX_EPOCHS * corpus_chars)  # more passes would only overfit
+        budget = chars = min(reads)  # a budget is spent: the regularisers, not an epoch cap, keep it from overfitting
         predicted = curves.predict(rung.name, chars, corpus_chars)
         options.append({"settings": settings, "budget": budget, "chars": chars, "rate": rate, "predicted": predicted})
         if best is not None and predicted > best["predicted"]:
@@ -211,10 +219,7 @@ def choose(
         return None
     chosen = dict(best["settings"])
     run_epochs = best["chars"] / corpus_chars
-    if best["chars"] < best["budget"]:
-        chosen["epochs"] = float(MAX_EPOCHS)
-    if "dropout" not in given:
-        chosen["dropout"] = dropout_for(run_epochs)
+    chosen.update({k: v for k, v in regularisers_for(run_epochs).items() if k not in given})
     if "patience" not in given and run_epochs > PATIENCE_EPOCHS:
         chosen["patience"] = PATIENCE
     spent = clock() - started
@@ -222,7 +227,7 @@ def choose(
     if time:
         first, _, rest = why.partition("\n")
         why = "\n".join(filter(None, [f"{first} (timing took {spent:.1f}s of the budget)", rest]))
-    return Choice(chosen, why, spent)
+    return Choice(chosen, why, spent, best["rate"])
 
 
 def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, device_type: str, time) -> str:
@@ -231,7 +236,10 @@ def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, devic
 
     c = chosen
     head = f"{c['layers']}x{c['hidden']}, batch {c['batch_size']} x {c['seq_len']}"
-    head += f", dropout {c['dropout']:g}" if "dropout" in c else ""
+    head += f", dropout {c['dropout']:g}{' (locked)' if c.get('locked') else ''}" if "dropout" in c else ""
+    head += f", weight drop {c['weight_drop']:g}" if c.get("weight_drop") else ""
+    head += f", embedding drop {c['embed_drop']:g}" if c.get("embed_drop") else ""
+    head += f", weight average {c['average']:g}" if c.get("average") else ""
     reads = "the budget is"
     if best["rate"] is not None:
         rate = _short(best["rate"])
@@ -243,9 +251,9 @@ def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, devic
     )
     epochs = best["budget"] / corpus_chars
     why = f"{head}: {reads} ~{_short(best['budget'])} characters, {epochs:.1f} epochs of this corpus{predicted}"
-    stops = [f"after {c['epochs']:g} epochs (more only overfit)"] if "epochs" in c else []
-    stops += [f"after {c['patience']} evaluations without a better validation loss"] if "patience" in c else []
-    return why + (f"\nso many epochs overfit: the run stops {', or '.join(stops)}" if stops else "")
+    if "patience" not in c:
+        return why
+    return f"{why}\nso many epochs could overfit: the run stops after {c['patience']} evaluations with no better loss"
 
 
 def _name(settings: dict) -> str:

@@ -337,6 +337,7 @@ class Trainer:
         }
         self._losses, self._read_since = [], self.tokens_read
         self.metrics.append(record)
+        self._compare_with_plan(record)
         if self.ranks.main:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -347,6 +348,19 @@ class Trainer:
             self._save(self.out / "best.pt")
         self.reporter.evaluated(self, record)
         self._since = self.clock()  # the next chars/s counts training only
+
+    def _compare_with_plan(self, record: dict) -> None:
+        """Once the run has trained a while: if it reads at over twice or under half the speed --size auto
+        timed, say so, and keep it with what was chosen (info shows it)."""
+        planned, c = self.config.planned_speed, self.config
+        if not planned or len(self.metrics) != 3 or " it then trained at " in (c.chosen or ""):
+            return
+        speed = record["chars_per_sec"]
+        if 0.5 <= speed / planned <= 2:
+            return
+        said = f"--size auto planned with ~{planned / 1e3:.1f}k chars/s; it then trained at ~{speed / 1e3:.1f}k"
+        self.reporter.note(f"{said}: this machine's speed changed (other work?), and so does what the run reads")
+        c.chosen = f"{c.chosen}\n({said.replace('--size auto planned with', 'planned with')})"
 
     @contextlib.contextmanager
     def _averaged_weights(self) -> Iterator[None]:
