@@ -3,6 +3,7 @@
     python benchmarks/recipe.py slices                       # the small texts: benchmarks/out/recipe/*.txt
     python benchmarks/recipe.py run tune:locked              # one run of the plan below (NAME:VARIANT)
     python benchmarks/recipe.py run tune                     # every variant on one text, not yet done
+    python benchmarks/recipe.py run small:auto --code DIR    # the same run with the chargen of another checkout
     python benchmarks/recipe.py table                        # the results as a markdown table
 
 Every run is `chargen train TEXT --time BUDGET` with the variant's flags, written to
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -78,28 +80,31 @@ def text(name: str) -> Path:
     return path
 
 
-def run(name: str, variant: str) -> dict:
+def run(name: str, variant: str, code: Path | None = None) -> dict:
+    """One run; `code` is another checkout whose chargen runs it (a commit from before a change, say)."""
     _, budget = TEXTS[name]
-    folder = OUT / f"{name}-{variant}"
+    label = variant if code is None else f"{variant}@{_commit(code)}"
+    folder = OUT / f"{name}-{label}"
     command = ["chargen", "train", str(text(name)), "--time", budget, "-o", str(folder), "--overwrite"]
     command += VARIANTS[variant]
     print("+", " ".join(command), flush=True)
-    done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None  # run from there: `-m` looks in the cwd first
+    done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, env=env, cwd=code)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])
     best = json.loads(
         subprocess.run(
             [sys.executable, "-m", "chargen", "info", str(folder / "best.pt"), "--json"], capture_output=True, text=True
         ).stdout
-    )
+    )  # read by this checkout's chargen, which reads every older checkpoint
     last = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][-1]
     chosen = next((line for line in done.stderr.splitlines() if "--size auto chose" in line), None)
     result = {
         "text": name,
-        "variant": variant,
+        "variant": label,
         "command": " ".join(command),
         "best_val": best["best_val_loss"],
-        "weights": best["weights"],
+        "weights": best.get("weights", "trained"),
         "trained_s": last["elapsed_s"],
         "epochs": last["epoch"],
         "chosen": chosen,
@@ -111,14 +116,22 @@ def run(name: str, variant: str) -> dict:
     return result
 
 
+def _commit(checkout: Path) -> str:
+    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+
+
 def table() -> None:
     rows = [json.loads(line) for line in (OUT / "results.jsonl").read_text().splitlines()]
-    print("| text, budget | variant | best val (nats/char) | trained | epochs | weights kept |")
-    print("|---|---|---|---|---|---|")
+    print("| text, budget | variant | best val (nats/char) | at epoch | trained | of epochs | weights kept |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         _, budget = TEXTS[r["text"]]
+        metrics = OUT / f"{r['text']}-{r['variant']}" / "metrics.jsonl"
+        records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+        best = min(records, key=lambda m: m["val_loss"])["epoch"] if records else float("nan")
         print(
-            f"| {r['text']}, {budget} | {r['variant']} | {r['best_val']:.4f} | {r['trained_s']:.0f} s "
+            f"| {r['text']}, {budget} | {r['variant']} | {r['best_val']:.4f} | {best:.1f} | {r['trained_s']:.0f} s "
             f"| {r['epochs']:.1f} | {r['weights']} |"
         )
 
@@ -127,6 +140,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", choices=["slices", "run", "table"])
     ap.add_argument("which", nargs="*", help="NAME or NAME:VARIANT")
+    ap.add_argument("--code", type=Path, help="a checkout whose chargen runs instead of this one")
     args = ap.parse_args()
     if args.step == "slices":
         for name in TEXTS:
@@ -137,7 +151,7 @@ def main() -> None:
         for which in args.which:
             name, _, variant = which.partition(":")
             for v in [variant] if variant else list(VARIANTS):
-                run(name, v)
+                run(name, v, args.code)
 
 
 if __name__ == "__main__":

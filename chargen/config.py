@@ -22,7 +22,7 @@ CELLS = ("lstm", "gru", "rnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_DEVICE = "auto"  # where sample, chat, eval and the Python API run: the GPU when there is one
 EVAL_EVERY = 250  # steps between evaluations when --eval-every is not given; and at least EVALS over the
-EVALS = 20  # budget, while evaluating takes under a tenth of the time (the trainer's _mark_passed)
+EVALS = 20  # budget, while evaluating takes under 1/EVALS of the time (the trainer's _mark_passed)
 TOKENIZERS = ("char", "sp")
 SP_MODELS = ("unigram", "bpe")
 LINE_STATES = ("carry", "reset")
@@ -183,7 +183,7 @@ class TrainConfig(_Plain):
     """Stop after this many seconds of wall-clock time (--time)."""
     eval_every: int | None = None
     """Steps between evaluations on the validation text (--eval-every); by default every 250 steps and each
-    twentieth of the budget, while evaluating takes under a tenth of the run's time."""
+    twentieth of the budget, while evaluating takes under a twentieth of the run's time."""
     patience: int | None = None
     """Stop after this many evaluations without a better validation loss (--patience)."""
     average: float = 0.0

@@ -163,6 +163,38 @@ def test_unknown_routes_and_methods_answer_json_naming_the_routes(client):
     assert "/v1/completions" in client.get("/v2/nothing").json()["error"]["message"]
 
 
+def test_port_0_says_the_port_it_got_and_serves_there(tiny_ckpt):
+    args = [sys.executable, "-m", "chargen", "serve", "-c", str(tiny_ckpt), "--port", "0", "--device", "cpu"]
+    proc = subprocess.Popen(
+        args, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
+    try:
+        said = ""
+        while "(Ctrl-C stops)" not in said:
+            said += proc.stderr.readline()
+        port = int(said.split("http://127.0.0.1:")[1].split("/")[0])
+        assert port != 0 and httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+
+
+def test_serving_beyond_this_machine_without_a_key_warns_and_a_key_on_the_command_line_too(tiny_ckpt, tmp_path):
+    with socket.socket() as taken:  # the run stops at the port, after its warnings: nothing is served
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        serve = [sys.executable, "-m", "chargen", "serve", "-c", str(tiny_ckpt), "--port", port, "--device", "cpu"]
+        public = subprocess.run([*serve, "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+        assert "with no API key" in public.stderr and "CHARGEN_API_KEY" in public.stderr
+        flagged = subprocess.run([*serve, "--api-key", "s3cret"], capture_output=True, text=True, timeout=60)
+        assert "process list" in flagged.stderr
+        key = tmp_path / "key"
+        key.write_text("s3cret\n")
+        quiet = subprocess.run([*serve, "--api-key-file", str(key)], capture_output=True, text=True, timeout=60)
+        assert "process list" not in quiet.stderr and "no API key" not in quiet.stderr
+
+
 def test_a_port_that_is_taken_is_one_line_before_serving(tiny_ckpt):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -110,14 +110,16 @@ def test_chargen_train_from_python_builds_the_tokenizer_it_is_asked_for(corpus_p
         Trainer(load_corpus(corpus_path, 0.1), model, config, tmp_path / "x")  # a char corpus: refused, not mislabelled
 
 
-def test_a_run_evaluates_often_enough_to_keep_its_best_whatever_its_length(corpus_path, tmp_path):
-    """With no --eval-every, a run of 300 steps evaluates about every twentieth of it, not only at 250 and the end;
-    one given --eval-every keeps exactly that cadence."""
-    _, config = tiny_configs(steps=300, eval_every=None)
-    trainer = Trainer(load_corpus(corpus_path, 0.1), tiny_configs()[0], config, tmp_path / "auto")
+def test_a_run_evaluates_often_enough_to_keep_its_best_whatever_its_length(corpus_path, tmp_path, monkeypatch):
+    """With no --eval-every, a run of 600 steps evaluates about every twentieth of it (each evaluation here costs
+    one tick of the clock, each step one: cheap enough), not only at 250, 500 and the end; a run given
+    --eval-every keeps exactly that cadence."""
+    monkeypatch.setattr(Trainer, "clock", staticmethod(FakeClock(1.0)))
+    model, config = tiny_configs(steps=600, eval_every=None)
+    trainer = Trainer(load_corpus(corpus_path, 0.1), model, config, tmp_path / "auto")
     trainer.run()
     steps = [r["step"] for r in trainer.metrics]
-    assert len(steps) >= 8 and steps[-1] == 300, steps
+    assert len(steps) >= 15 and steps[-1] == 600 and steps == sorted(set(steps)), steps
     _, result = train_tiny(corpus_path, tmp_path / "given", steps=300, eval_every=100)
     given = [json.loads(line)["step"] for line in (tmp_path / "given" / "metrics.jsonl").read_text().splitlines()]
     assert given == [100, 200, 300]

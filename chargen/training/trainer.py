@@ -193,7 +193,8 @@ class Trainer:
                     self._check_finite()
                 self.reporter.step(self)
                 every = self.config.eval_every or EVAL_EVERY
-                if p.step % every == 0 or self.progress() >= 1 or (not self.config.eval_every and self._mark_passed()):
+                since = p.step - (self.metrics[-1]["step"] if self.metrics else 0)
+                if since >= every or self.progress() >= 1 or (not self.config.eval_every and self._mark_passed()):
                     self._evaluate_and_save()
                     p.elapsed = self.clock() - start
                     if self.config.patience and p.bad_evals >= self.config.patience:
@@ -291,11 +292,11 @@ class Trainer:
 
     def _mark_passed(self) -> bool:
         """Whether the run has passed another twentieth of its budget since it last evaluated, and evaluating
-        is cheap enough to do so (the last one took under a tenth of the time since): a run of many epochs
+        is cheap enough to do so (the last one took under a twentieth of the time since): a run of many epochs
         needs evaluations often enough to keep its best and to stop early, whatever --eval-every says."""
         last = self.metrics[-1] if self.metrics else {"progress": 0.0, "eval_s": 0.0, "elapsed_s": 0.0}
         since = self.position.elapsed - last["elapsed_s"]
-        return self.progress() - last.get("progress", 0.0) >= 1 / EVALS and last.get("eval_s", 0.0) * 10 < since
+        return self.progress() - last.get("progress", 0.0) >= 1 / EVALS and last.get("eval_s", 0.0) * EVALS < since
 
     def _evaluate_and_save(self) -> None:
         p = self.position
