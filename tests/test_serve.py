@@ -429,6 +429,21 @@ def test_the_inspect_page_of_a_text_comes_back_whole_while_the_model_writes(serv
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "chars"
 
 
+def test_a_client_that_leaves_a_whole_completion_stops_it_too(server):
+    """Not streamed: the server holds the text until the end, and still stops writing once the client is gone."""
+    health = lambda: httpx.get(server + "/health").json()
+    before = health()["steps"]
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server + "/v1/completions", json={"prompt": "the", "max_tokens": 20_000}, timeout=0.5)
+    start = time.monotonic()
+    while health()["streams"] and time.monotonic() - start < 10:
+        time.sleep(0.02)
+    left = health()
+    time.sleep(0.2)
+    assert left["streams"] == 0 and health()["steps"] == left["steps"]
+    assert left["steps"] - before < 10_000  # it stopped long before 20,000 characters
+
+
 def test_a_session_writes_one_completion_at_a_time(server):
     client = httpx.Client(base_url=server, timeout=30)
     sid = client.post("/v1/sessions", json={"prime": "the"}).json()["id"]

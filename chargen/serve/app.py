@@ -471,6 +471,7 @@ async def watch(request: Request, streams: list[Stream]) -> None:
     """Wait for `streams` to end; if the client goes away first, they leave the engine at the next step."""
     left, queue = len(streams), streams[0].queue
     getter = asyncio.ensure_future(queue.get())  # never cancelled while an item may be in it: none is lost
+    asked = time.monotonic()
     try:
         while left:
             done, _ = await asyncio.wait({getter}, timeout=0.1)
@@ -478,9 +479,11 @@ async def watch(request: Request, streams: list[Stream]) -> None:
                 left -= getter.result()[1] is None
                 if left:
                     getter = asyncio.ensure_future(queue.get())
-            elif await request.is_disconnected():
-                for s in streams:
-                    s.cancelled = True
-                return
+            if left and time.monotonic() - asked >= 0.1:  # asked on a clock: text arrives every step
+                asked = time.monotonic()
+                if await request.is_disconnected():
+                    for s in streams:
+                        s.cancelled = True
+                    return
     finally:
         getter.cancel()
