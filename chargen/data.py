@@ -106,6 +106,17 @@ def read_chunks(files: list[Path], chunk_chars: int = CHUNK_CHARS) -> Iterator[s
             ) from None
 
 
+def read_text(files: list[Path], limit: int | None = None) -> str:
+    """The text of `files` as one string: all of it, or its first `limit` characters (read no further)."""
+    parts, length = [], 0
+    for chunk in read_chunks(files):
+        parts.append(chunk)
+        length += len(chunk)
+        if limit is not None and length >= limit:
+            break
+    return "".join(parts)[:limit]
+
+
 def _first_bad_byte(path: Path) -> tuple[int, int]:
     """Byte offset and 1-based line of the first invalid UTF-8 sequence in `path`."""
     decoder = codecs.getincrementaldecoder("utf-8")()

@@ -115,7 +115,7 @@ def score_file(generator, path: str | os.PathLike, dynamic: LearnConfig | None =
 
 PROBES = 200  # spans of a scored text looked for in the training text
 PROBE_CHARS = 48  # characters per span: long enough that a match is the same text, not a common phrase
-MAX_SEARCHED = 50_000_000  # bytes of a training corpus searched at most: a larger one is not looked at
+MAX_SEARCHED = 50_000_000  # bytes of a training corpus searched, characters of a text read, at most
 
 
 def trained_share(ckpt, path: str | os.PathLike) -> float | None:
@@ -123,22 +123,24 @@ def trained_share(ckpt, path: str | os.PathLike) -> float | None:
 
     A line-mode model knows its training lines by their hashes. Otherwise, spans of the text are looked for
     in the training part of the corpus the model was trained on, if that file is still where it was (and
-    small enough to search in a moment)."""
+    small enough to search in a moment). Either way, at most MAX_SEARCHED characters of the text are read."""
     from pathlib import Path
 
-    from chargen.data import corpus_files, read_chunks
+    from chargen.data import corpus_files, read_text
 
-    text = "".join(read_chunks(corpus_files(path)))
     if ckpt.lines is not None:
-        lines = examples(iter([text]))
+        lines = examples(iter([read_text(corpus_files(path), MAX_SEARCHED)]))
         return sum(ckpt.lines.mark(line) == "in train" for line in lines) / len(lines) if lines else None
     source = ckpt.corpus.path
-    if source is None or len(text) < PROBE_CHARS or not Path(source).exists():
+    if source is None or not Path(source).exists():
         return None
     files = corpus_files(source)
     if sum(Path(f).stat().st_size for f in files) > MAX_SEARCHED:
         return None
-    trained = "".join(read_chunks(files))[: ckpt.corpus.train_chars]
+    text = read_text(corpus_files(path), MAX_SEARCHED)
+    if len(text) < PROBE_CHARS:
+        return None
+    trained = read_text(files, ckpt.corpus.train_chars)
     starts = np.unique(np.linspace(0, len(text) - PROBE_CHARS, PROBES).astype(int))
     return sum(text[s : s + PROBE_CHARS] in trained for s in starts) / len(starts)
 

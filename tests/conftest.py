@@ -52,6 +52,22 @@ def tiny_configs(**train):
     return model, TrainConfig(**settings)
 
 
+def resumed_beside_whole(corpus, model, config, folder, stop_at: int):
+    """Two trainers of one run: one unbroken, one stopped at `stop_at`, saved, and resumed from that file in a new
+    trainer; both run to the end of the budget. (whole, resumed)."""
+    from chargen import checkpoint
+    from chargen.training.trainer import Trainer
+
+    whole = Trainer(corpus, model, config, folder / "a")
+    whole.run()
+    first = Trainer(corpus, model, config, folder / "b")
+    first.run(stop_at=stop_at)
+    first._save(folder / "b" / "mid.pt")
+    resumed = Trainer(corpus, model, config, folder / "b", resume=checkpoint.read(folder / "b" / "mid.pt"))
+    resumed.run()
+    return whole, resumed
+
+
 def train_tiny(corpus_path, out, stop_at=None, resume=None, **train):
     from chargen.data import load_corpus
     from chargen.training.trainer import Trainer

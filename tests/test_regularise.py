@@ -16,6 +16,8 @@ from chargen.data import load_corpus
 from chargen.model import CharLM
 from chargen.training.trainer import Trainer
 
+from .conftest import resumed_beside_whole
+
 OLD = Path(__file__).parent / "data"  # a checkpoint written by chargen before the regularisers, and its text
 REGULARISED = dict(dropout=0.3, locked=True, weight_drop=0.4, embed_drop=0.2)
 
@@ -111,13 +113,7 @@ def test_resume_is_bit_exact_with_every_regulariser_on(corpus_path, tmp_path):
     corpus = load_corpus(corpus_path, 0.1)
     net = ModelConfig(layers=2, hidden=16, embed=8, **REGULARISED)
     config = TrainConfig(batch_size=8, seq_len=32, steps=30, eval_every=10, device="cpu", warmup=3, average=0.95)
-    whole = Trainer(corpus, net, config, tmp_path / "a")
-    whole.run()
-    first = Trainer(corpus, net, config, tmp_path / "b")
-    first.run(stop_at=13)
-    first._save(tmp_path / "b" / "mid.pt")
-    second = Trainer(corpus, net, config, tmp_path / "b", resume=checkpoint.read(tmp_path / "b" / "mid.pt"))
-    second.run()
+    whole, second = resumed_beside_whole(corpus, net, config, tmp_path, stop_at=13)
     for (name, p), q in zip(whole.model.named_parameters(), second.model.parameters()):
         assert torch.equal(p, q), name
     assert all(torch.equal(a, b) for a, b in zip(whole.average, second.average))

@@ -8,7 +8,7 @@ from chargen import checkpoint
 from chargen.data import load_corpus
 from chargen.training.trainer import Reporter, Trainer
 
-from .conftest import tiny_configs, train_tiny
+from .conftest import resumed_beside_whole, tiny_configs, train_tiny
 
 
 def test_loss_falls(corpus_path, tmp_path):
@@ -42,14 +42,8 @@ def test_resume_is_exact_with_dropout_and_across_epochs(corpus_path, tmp_path):
     corpus = load_corpus(corpus_path, 0.1)
     model = ModelConfig(layers=2, hidden=16, embed=8, dropout=0.3)
     config = TrainConfig(batch_size=8, seq_len=64, steps=40, eval_every=100, device="cpu", warmup=3)
-    whole = Trainer(corpus, model, config, tmp_path / "a")
+    whole, second = resumed_beside_whole(corpus, model, config, tmp_path, stop_at=17)
     assert whole.batcher.windows < 40  # the run crosses an epoch boundary
-    whole.run()
-    first = Trainer(corpus, model, config, tmp_path / "b")
-    first.run(stop_at=17)
-    first._save(tmp_path / "b" / "mid.pt")
-    second = Trainer(corpus, model, config, tmp_path / "b", resume=checkpoint.read(tmp_path / "b" / "mid.pt"))
-    second.run()
     for (name, p), q in zip(whole.model.named_parameters(), second.model.parameters()):
         assert torch.equal(p, q), name
 

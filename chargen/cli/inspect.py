@@ -47,18 +47,14 @@ def inspect(checkpoints, file, out, chars, units, device, overwrite) -> None:
     import time
 
     from chargen.cli import console
-    from chargen.data import corpus_files, read_chunks
+    from chargen.data import corpus_files, read_text
     from chargen.files import atomic_write
     from chargen.inspect.page import load, mib, render, report
 
     target = Path(out) if out else Path(f"{Path(file).stem or 'inspect'}.html")
     refuse_to_replace(target, Path(file), overwrite)  # before the model reads anything: a second may pass
     paths = [resolve_checkpoint(c) for c in checkpoints] if checkpoints else [resolve_checkpoint(None)]
-    text = ""
-    for chunk in read_chunks(corpus_files(file)):
-        text += chunk
-        if len(text) >= chars:
-            break
+    text = read_text(corpus_files(file), chars)
     started = time.perf_counter()
     page = render(report(load(paths, device), text, chars=chars, units=units))
     with atomic_write(target) as f:  # a page that fails half-way leaves the old one whole

@@ -39,7 +39,7 @@ class Stream:
 
     @property
     def finish(self) -> str | None:
-        """ "stop" (a stop string), "length", or "error"; None while it writes."""
+        """Why it ended: "stop" (a stop string), "length" or "error"; None while it writes."""
         return self.row.finish
 
 

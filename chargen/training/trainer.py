@@ -353,15 +353,14 @@ class Trainer:
     def _compare_with_plan(self, record: dict) -> None:
         """Once the run has trained a while: if it reads at over twice or under half the speed --size auto
         timed, say so, and keep it with what was chosen (info shows it)."""
-        planned, c = self.config.planned_speed, self.config
-        if not planned or len(self.metrics) != 3 or " it then trained at " in (c.chosen or ""):
+        c, speed = self.config, record["chars_per_sec"]
+        if not c.planned_speed or len(self.metrics) != 3 or 0.5 <= speed / c.planned_speed <= 2:
             return
-        speed = record["chars_per_sec"]
-        if 0.5 <= speed / planned <= 2:
-            return
-        said = f"--size auto planned with ~{planned / 1e3:.1f}k chars/s; it then trained at ~{speed / 1e3:.1f}k"
-        self.reporter.note(f"{said}: this machine's speed changed (other work?), and so does what the run reads")
-        c.chosen = f"{c.chosen}\n({said.replace('--size auto planned with', 'planned with')})"
+        said = f"planned with ~{c.planned_speed / 1e3:.1f}k chars/s; it then trained at ~{speed / 1e3:.1f}k"
+        self.reporter.note(
+            f"--size auto {said}: this machine's speed changed (other work?), and so does what the run reads"
+        )
+        c.chosen = f"{c.chosen}\n({said})"
 
     @contextlib.contextmanager
     def _averaged_weights(self) -> Iterator[None]:
