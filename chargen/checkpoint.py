@@ -245,6 +245,7 @@ class ModelCheckpoint:
     cuda_rng: torch.Tensor | None = None
     averaged: bool = False  # `weights` are the moving average of the trained weights (it scored better)
     other: dict[str, torch.Tensor] | None = None  # with --average: the trained weights or the average, not `weights`
+    lineage: list[dict] = field(default_factory=list)  # the models it was fine-tuned from, nearest first (--from)
     path: Path | None = None  # where it was read from
     parameters: int = 0  # counted when it was read
 
@@ -297,6 +298,7 @@ class ModelCheckpoint:
             "corpus": asdict(self.corpus),
             "metrics": self.metrics,
             "lines": None if self.lines is None else self.lines.to_dict(),
+            "lineage": self.lineage,
         }
 
     @classmethod
@@ -326,6 +328,7 @@ class ModelCheckpoint:
                 raise ValueError("metrics holds something other than records")
             lines = data.get("lines")
             lines = None if lines is None else LineSets.from_dict(_field(data, "lines", dict))
+            lineage = _lineage(data.get("lineage", []))  # absent before --from
         except SettingError as e:
             raise CheckpointError(f"{where} holds an invalid setting ({e}): it is damaged or not chargen's") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -346,6 +349,7 @@ class ModelCheckpoint:
             cuda_rng=trainer.get("cuda_rng"),
             averaged=averaged,
             other=other,
+            lineage=lineage,
             path=path,
             parameters=sum(t.numel() for t in weights.values()),
         )
@@ -377,6 +381,16 @@ def _number(data: dict, key: str):
     ):
         raise TypeError(f"trainer {key} is {value!r}, not a number")
     return value
+
+
+def _lineage(records) -> list[dict]:
+    """A fine-tuned model's ancestry: a list of records of plain values (names, hashes, counts)."""
+    plain = str | int | float | type(None)
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, plain) for k, v in r.items()) for r in records
+    ):
+        raise TypeError("its lineage is not a list of records")
+    return records
 
 
 def _corpus(data: dict) -> CorpusInfo:

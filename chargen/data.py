@@ -174,6 +174,7 @@ def load_corpus(
     lines: bool = False,
     val_chars: int | None = None,
     progress: Progress | None = None,
+    base: Tokenizer | None = None,
 ) -> Corpus:
     """Read, split and encode `path`, using the cache when it is fresh and intact.
 
@@ -184,7 +185,8 @@ def load_corpus(
     (`chargen.lines`); the text is then read into memory, as a list is small. `val_chars` caps
     the validation part (the last `val_frac` of the text, at most this many characters; the
     rest is trained on), so a corpus of gigabytes is scored in seconds. `progress` hears of
-    each chunk read while counting, fitting and encoding.
+    each chunk read while counting, fitting and encoding. With `base` (a fine-tuned run's parent),
+    the text is encoded with base's vocabulary, a char vocabulary grown by the characters it lacks.
     """
     skipped: list[str] = []
     files = corpus_files(path, skipped)
@@ -217,6 +219,11 @@ def load_corpus(
     def train_text() -> Iterator[str]:
         return (chunk for part, chunk in split_chunks(text(), split) if part == 0)
 
+    if tokenizer is None and base is not None:  # a fine-tuned run: its parent's vocabulary, grown for this text
+        tokenizer = base
+        if base.kind == "char":
+            found = _cached_tokenizer(meta["tokenizers"].get("char")) or fit_chars(files, progress, total)(train_text)
+            tokenizer = base.grown(found.chars[1:])
     if tokenizer is None:
         tokenizer = _cached_tokenizer(meta["tokenizers"].get(fit_key))
         if tokenizer is None:

@@ -128,6 +128,11 @@ class CharTokenizer(Tokenizer):
         points = np.minimum(code_points(text), len(self._ids) - 1)  # past the highest known: the last slot, 0
         return self._ids[points]
 
+    def grown(self, chars: Iterable[str]) -> CharTokenizer:
+        """This vocabulary, every id kept, with the characters of `chars` it lacks added after it, in order."""
+        known = set(self.chars[1:])
+        return CharTokenizer([*self.chars[1:], *(c for c in dict.fromkeys(chars) if c not in known)])
+
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[i] for i in ids)
 

@@ -39,6 +39,7 @@ def info(checkpoint, as_json) -> None:
         "best_val_loss": None if best is None else round(best, 5),
         "best_val_bpc": None if best is None else round(best / math.log(2), 5),
         "weights": "average" if saved.averaged else "trained",
+        "lineage": saved.lineage,
         "lines": None
         if saved.lines is None
         else {"state": t.line_state, "train": len(saved.lines.train), "val": len(saved.lines.val)},
@@ -64,6 +65,7 @@ def info(checkpoint, as_json) -> None:
         f"training     batch {t.batch_size} x {t.seq_len}, lr {t.lr:g}, weight decay {t.weight_decay:g}, seed {t.seed}",
         f"progress     step {summary['step']:,}, epoch {summary['epoch']:.2f}, {summary['elapsed_s']:.0f}s",
     ]
+    lines += [f"{'fine-tuned' if k == 0 else '':13}{_ancestor(a)}" for k, a in enumerate(saved.lineage)]
     if t.chosen:
         lines.append(f"chosen       {t.chosen} (--size auto)")
     if best is not None:
@@ -71,6 +73,15 @@ def info(checkpoint, as_json) -> None:
     if saved.averaged:
         lines.append(f"weights      the moving average (--average {t.average:g}), which scored better than the trained")
     click.echo("\n".join(lines))
+
+
+def _ancestor(record: dict) -> str:
+    """'from shakespeare (tinyshakespeare, step 1,958, sha256 3f2a91c0d4e5), 24 characters added'"""
+    facts = [str(record.get("corpus"))]
+    facts += [f"step {record['steps']:,}"] if isinstance(record.get("steps"), int) else []
+    facts += [f"sha256 {str(record['sha256'])[:12]}"] if record.get("sha256") else []
+    added = record.get("added")
+    return f"from {record.get('name')} ({', '.join(facts)})" + (f", {added} characters added" if added else "")
 
 
 def _regularisers(m, t) -> str:

@@ -47,6 +47,13 @@ def _duration(ctx, param, value):
     "budget, counted from the run's start.",
 )
 @click.option(
+    "--from",
+    "parent",
+    type=click.Path(dir_okay=False),
+    help="Start from this model (a checkpoint, or shakespeare for the bundled one): a new run that keeps its shape "
+    "and vocabulary, adds this text's new characters, and trains with a gentler lr (0.001, warm-up 10).",
+)
+@click.option(
     "--size",
     type=click.Choice(SIZES),
     default=T.size,
@@ -150,7 +157,7 @@ def _duration(ctx, param, value):
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoints are deleted).")
 @click.option("--corpus-changed", is_flag=True, help="Resume although CORPUS is not the text the run was trained on.")
 @click.pass_context
-def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str | None, time_, **flags) -> None:
+def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str | None, parent, time_, **flags) -> None:
     """Train a model on CORPUS (a UTF-8 text file, or a folder of them).
 
     A new run never replaces another: the default folder moves on to checkpoints/NAME-2/.
@@ -160,6 +167,7 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
       chargen train novel.txt --time 30m --hidden 768
       chargen train code/ --steps 5000 --cell gru
       chargen train names.txt --lines                         # one example per line
+      chargen train letters.txt --from shakespeare --time 1m  # fine-tune the bundled model
       chargen train --resume checkpoints/novel/last.pt --time 10m
     """
     from chargen.cli import console
@@ -173,7 +181,14 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
     }
     reporter = TrainProgress()
     trainer = run.prepare(
-        corpus, out=out, resume=resume, overwrite=overwrite, corpus_changed=corpus_changed, reporter=reporter, **given
+        corpus,
+        out=out,
+        resume=resume,
+        parent=parent,
+        overwrite=overwrite,
+        corpus_changed=corpus_changed,
+        reporter=reporter,
+        **given,
     )
     if not trainer.ranks.main:  # a rank of a torchrun run: rank 0 speaks for all
         result = trainer.run(exit_on_second_interrupt=True)
@@ -189,7 +204,7 @@ def train(ctx: click.Context, corpus: str | None, out: str | None, resume: str |
         else ""
     )
     console.info(
-        f"{'resuming' if resume else 'training'} a {trainer.model_config.summary()} "
+        f"{'resuming' if resume else 'fine-tuning' if parent else 'training'} a {trainer.model_config.summary()} "
         f"({trainer.model.num_parameters():,} parameters) on {data.name}: {held}"
         f"{data.train_chars:,} training and {data.val_chars:,} validation characters, "
         f"vocabulary {data.tokenizer.vocab_size:,} ({data.tokenizer.kind}), on {trainer.device.type}"

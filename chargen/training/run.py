@@ -7,6 +7,9 @@ and any model or training settings by name) into a ready `Trainer`:
 - a resumed run keeps the settings it was trained with; a setting given again with the same
   value is accepted, one that shapes the model or the data and differs is refused with both
   values, and budget settings replace the run's budget (counted from the run's start);
+- a fine-tuned run (`parent`, `--from`) is a new run whose weights start as the parent's: it keeps the
+  parent's shape and tokenizer (a setting that disagrees is refused), grows a char vocabulary by the
+  text's new characters, starts with FINE_TUNE's gentler schedule, and records its lineage;
 - a new run never replaces another run's checkpoints: the default folder moves on to
   `checkpoints/<name>-2/` (and so on), and a folder given with `out` that holds a run is
   refused unless `overwrite` is set;
@@ -24,6 +27,7 @@ from pathlib import Path
 from chargen import checkpoint
 from chargen.config import ModelConfig, TrainConfig, as_path
 from chargen.errors import ChargenError, CheckpointError, SettingError
+from chargen.training import finetune
 from chargen.training.distributed import setup
 from chargen.training.trainer import Reporter, Result, Trainer
 
@@ -44,15 +48,18 @@ RESUMABLE = (
 )
 MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig))
 TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("chosen", "planned_speed"))  # the run's
+# A fine-tuned run's schedule unless given: a lower peak and a short warm-up, so the first steps keep what the
+# parent knows. Chosen on a text no benchmark reports (benchmarks/finetune.py --tune, RESULTS.md "Fine-tuning").
+FINE_TUNE = {"lr": 1e-3, "warmup": 10}
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")  # a folder holding any of these holds a run
 
 
 def train(corpus: str | os.PathLike | None = None, **kwargs) -> Result:
     """Train a model on `corpus` (a text file or a folder) and return where its checkpoints are.
 
-    Keyword arguments are those of `prepare`: `out`, `resume`, `overwrite`, `corpus_changed`,
-    `reporter`, and any of ModelConfig's and TrainConfig's fields (hidden=512, time=600, ...),
-    with the same defaults and meaning as the flags of `chargen train`."""
+    Keyword arguments are those of `prepare`: `out`, `resume`, `parent` (a checkpoint, or `shakespeare`, to
+    fine-tune), `overwrite`, `corpus_changed`, `reporter`, and any of ModelConfig's and TrainConfig's fields
+    (hidden=512, time=600, ...), with the same defaults and meaning as the flags of `chargen train`."""
     return prepare(corpus, **kwargs).run()
 
 
@@ -61,6 +68,7 @@ def prepare(
     *,
     out: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
+    parent: str | os.PathLike | None = None,
     overwrite: bool = False,
     corpus_changed: bool = False,
     reporter: Reporter | None = None,
@@ -75,11 +83,19 @@ def prepare(
     for name in settings:
         if name not in known:
             raise SettingError(f"{name} is not a setting; the settings are {', '.join(known)}", name)
+    if parent is not None and resume is not None:
+        raise ChargenError("--from starts a new run and --resume continues one: give one of them")
     saved = checkpoint.read(resume) if resume is not None else None
+    base = checkpoint.read(parent) if parent is not None else None
     if saved:
         model_config, config = resumed_configs(saved, settings)
         corpus = corpus if corpus is not None else saved.corpus.path
         out = out if out is not None else Path(resume).parent  # type: ignore[arg-type]
+    elif base:
+        finetune.check_kept(base, settings, str(parent))
+        model_config = finetune.shape_of(base, settings)
+        kept = {k: getattr(base.train_config, k) for k in finetune.TOKENIZING}
+        config = TrainConfig(**{**kept, **FINE_TUNE, **{k: v for k, v in settings.items() if k in TRAIN_SETTINGS}})
     else:
         model_config = ModelConfig(**{k: v for k, v in settings.items() if k in MODEL_SETTINGS})
         config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
@@ -92,15 +108,18 @@ def prepare(
         reporter.note(f"torchrun: training on {ranks.world} processes ({ranks.backend} backend)")
     # rank 0 chooses the folder and encodes the corpus; the others then find both ready
     out_dir = ranks.broadcast(output_folder(corpus, out, resume, overwrite, reporter) if ranks.main else None)
+    own, grown_from = (saved.tokenizer if saved else None), (base.tokenizer if base else None)
     if ranks.main:
-        data = load_corpus_for(corpus, config, saved.tokenizer if saved else None, reporter)
+        data = load_corpus_for(corpus, config, own, reporter, base=grown_from)
     ranks.barrier()
     if not ranks.main:
-        data = load_corpus_for(corpus, config, saved.tokenizer if saved else None, reporter)
+        data = load_corpus_for(corpus, config, own, reporter, base=grown_from)
     for line in data.skipped:
         reporter.note(line)
     measured = 0.0
-    if not saved and config.size == "auto":
+    if base and config.size == "auto":
+        model_config, config, measured = fine_tune_sized(data, model_config, config, settings, reporter)
+    elif not saved and config.size == "auto":
         model_config, config, measured = sized(data, model_config, config, settings, ranks, reporter)
     if saved and saved.corpus.fingerprint not in (None, data.fingerprint):
         if not corpus_changed:
@@ -109,7 +128,15 @@ def prepare(
                 "resume with the run's own corpus, or pass --corpus-changed to go on with this one"
             )
         reporter.note(f"{corpus} differs from the text this run was trained on: going on, as asked")
-    trainer = Trainer(data, model_config, config, out_dir, reporter=reporter, resume=saved, ranks=ranks)
+    start, lineage = None, None
+    if base:
+        added = data.tokenizer.vocab_size - base.vocab_size
+        start = finetune.grown_weights(base.weights, data.tokenizer.vocab_size, config.seed)
+        lineage = finetune.lineage(base, str(parent), added)
+        reporter.note(f"--from {parent}: {base.describe()}; {_added(data.tokenizer, base.vocab_size)}")
+    trainer = Trainer(
+        data, model_config, config, out_dir, reporter=reporter, resume=saved, ranks=ranks, start=start, lineage=lineage
+    )
     if measured:
         trainer.position.elapsed = measured  # the seconds spent timing candidates count against a time budget
     return trainer
@@ -147,6 +174,48 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
     chosen = {k: v for k, v in choice.settings.items() if k not in model_keys}
     config = replace(config, **chosen, chosen=choice.why, planned_speed=choice.rate)
     return model_config, config, choice.measured_s
+
+
+def fine_tune_sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, reporter: Reporter):
+    """The configs with what `--size auto` chose for a fine-tuned run (batch and regularisers; its shape is its
+    parent's), and the seconds it spent timing it."""
+    from dataclasses import replace
+
+    from chargen.model import resolve_device
+    from chargen.training import sizing
+
+    shape = {"layers": model_config.layers, "hidden": model_config.hidden, "embed": model_config.embed}
+    choice = sizing.fine_tuning(
+        given,
+        layers=model_config.layers,
+        hidden=model_config.hidden,
+        corpus_chars=data.train_chars,
+        chars_per_token=data.train_chars / len(data.train),
+        device_type=resolve_device(config.device).type,
+        steps=config.steps,
+        epochs=config.epochs,
+        time=config.time,
+        speed=lambda settings: measure(data, {**shape, "lr": config.lr, **settings}, model_config, config),
+    )
+    reporter.note(f"--size auto chose, for fine-tuning, {choice.why}")
+    model_keys = set(MODEL_SETTINGS)
+    model_config = replace(model_config, **{k: v for k, v in choice.settings.items() if k in model_keys})
+    chosen = {k: v for k, v in choice.settings.items() if k not in model_keys}
+    config = replace(config, **chosen, chosen=choice.why, planned_speed=choice.rate)
+    return model_config, config, choice.measured_s
+
+
+def _added(tokenizer, old: int) -> str:
+    """'3 characters of this text were new to it, added: é, ñ, ß' (or that none were, or its pieces were kept)."""
+    if tokenizer.kind != "char":
+        return "its pieces are kept (byte fallback reads any text)"
+    new = tokenizer.chars[old:]
+    if not new:
+        return "every character of this text was in its vocabulary"
+    shown = ", ".join(repr(c)[1:-1] for c in new[:20]) + (", ..." if len(new) > 20 else "")
+    if len(new) == 1:
+        return f"1 character of this text was new to it, added: {shown}"
+    return f"{len(new)} characters of this text were new to it, added: {shown}"
 
 
 def resumed_configs(saved: checkpoint.ModelCheckpoint, settings: dict) -> tuple[ModelConfig, TrainConfig]:
@@ -193,13 +262,14 @@ def holds_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_FILES)
 
 
-def load_corpus_for(corpus, config: TrainConfig, tokenizer=None, reporter: Reporter | None = None):
-    """The corpus encoded as `config` says: with `tokenizer` when given (a resumed run's own), else a new
-    vocabulary of characters or, for tokenizer 'sp', SentencePiece pieces fitted to its training part."""
+def load_corpus_for(corpus, config: TrainConfig, tokenizer=None, reporter: Reporter | None = None, base=None):
+    """The corpus encoded as `config` says: with `tokenizer` when given (a resumed run's own), with `base` grown
+    for it (a fine-tuned run's parent's), else a new vocabulary of characters or, for tokenizer 'sp',
+    SentencePiece pieces fitted to its training part."""
     from chargen.data import load_corpus
 
     fit, key = None, "char"
-    if tokenizer is None and config.tokenizer == "sp":
+    if tokenizer is None and base is None and config.tokenizer == "sp":
         from chargen.subword import fitter
 
         fit, key = fitter(config.vocab_size, config.sp_model, (reporter or Reporter()).note)
@@ -213,6 +283,7 @@ def load_corpus_for(corpus, config: TrainConfig, tokenizer=None, reporter: Repor
         lines=config.lines,
         val_chars=config.val_chars,
         progress=reporter.reading,
+        base=base,
     )
 
 

@@ -233,16 +233,56 @@ def choose(
     return Choice(chosen, why, spent, best["rate"])
 
 
+def fine_tuning(
+    given: dict,
+    *,
+    layers: int,
+    hidden: int,
+    corpus_chars: int,
+    chars_per_token: float,
+    device_type: str,
+    steps: int | None,
+    epochs: float | None,
+    time: float | None,
+    speed,
+) -> Choice:
+    """What `--size auto` chooses for a fine-tuned run, whose shape is its parent's: the batch of the ladder's
+    rung of that shape on this kind of device (the defaults when none is), and the regularisers and patience
+    for the epochs the budget reads (for a time budget, at the speed `speed(settings)` measures)."""
+    import time as _time
+
+    from chargen.config import TrainConfig
+
+    rung = next((c for c in ladder(kind_of(device_type)) if (c.layers, c.hidden) == (layers, hidden)), None)
+    batch = {k: getattr(rung or TrainConfig(), k) for k in ("batch_size", "seq_len")}
+    chosen = {k: v for k, v in batch.items() if k not in given}
+    settings = {**batch, **{k: v for k, v in given.items() if k in MODEL_KEYS + TRAIN_KEYS}}
+    tokens_per_step = settings["batch_size"] * settings["seq_len"]
+    reads, rate, started = [math.inf], None, _time.perf_counter()
+    if steps:
+        reads.append(steps * tokens_per_step * chars_per_token)
+    if epochs:
+        reads.append(epochs * corpus_chars)
+    if time:
+        rate = speed(settings)
+        reads.append(readable(rate, time))
+    run_epochs = min(reads) / corpus_chars
+    chosen.update({k: v for k, v in regularisers_for(run_epochs).items() if k not in given})
+    if "patience" not in given and run_epochs > PATIENCE_EPOCHS:
+        chosen["patience"] = PATIENCE
+    spent = _time.perf_counter() - started
+    why = f"batch {settings['batch_size']} x {settings['seq_len']}" + _regularised(chosen)
+    reads_as = f"this {device_type.upper()} trains it at ~{_short(rate)} chars/s, so" if rate else "the budget is"
+    why += f": {reads_as} ~{_short(min(reads))} characters, {run_epochs:.1f} epochs of this corpus"
+    return Choice(chosen, why, spent, rate)
+
+
 def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, device_type: str, time) -> str:
     """One or two lines: what was chosen, what it will read, and what the sweep predicts for it and the others."""
     from chargen.config import format_duration
 
     c = chosen
-    head = f"{c['layers']}x{c['hidden']}, batch {c['batch_size']} x {c['seq_len']}"
-    head += f", dropout {c['dropout']:g}{' (locked)' if c.get('locked') else ''}" if "dropout" in c else ""
-    head += f", weight drop {c['weight_drop']:g}" if c.get("weight_drop") else ""
-    head += f", embedding drop {c['embed_drop']:g}" if c.get("embed_drop") else ""
-    head += f", weight average {c['average']:g}" if c.get("average") else ""
+    head = f"{c['layers']}x{c['hidden']}, batch {c['batch_size']} x {c['seq_len']}" + _regularised(c)
     reads = "the budget is"
     if best["rate"] is not None:
         rate = _short(best["rate"])
@@ -257,6 +297,14 @@ def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, devic
     if "patience" not in c:
         return why
     return f"{why}\nso many epochs could overfit: the run stops after {c['patience']} evaluations with no better loss"
+
+
+def _regularised(c: dict) -> str:
+    """', dropout 0.3 (locked), weight drop 0.5, ...': the regularisers among the settings `c`."""
+    said = f", dropout {c['dropout']:g}{' (locked)' if c.get('locked') else ''}" if "dropout" in c else ""
+    said += f", weight drop {c['weight_drop']:g}" if c.get("weight_drop") else ""
+    said += f", embedding drop {c['embed_drop']:g}" if c.get("embed_drop") else ""
+    return said + (f", weight average {c['average']:g}" if c.get("average") else "")
 
 
 def _name(settings: dict) -> str:

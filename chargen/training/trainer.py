@@ -79,7 +79,11 @@ class Trainer:
         reporter: Reporter | None = None,
         resume: ModelCheckpoint | None = None,
         ranks: Ranks = SINGLE,
+        start: dict[str, torch.Tensor] | None = None,
+        lineage: list[dict] | None = None,
     ) -> None:
+        """`start`: weights to begin from instead of random ones (a fine-tuned run's, with `lineage` its
+        ancestry, nearest first); `resume`: a checkpoint of this run to continue exactly."""
         if corpus.tokenizer.kind != config.tokenizer:
             raise SettingError(
                 f"tokenizer is {config.tokenizer!r} but the corpus was encoded with {corpus.tokenizer.kind!r}: "
@@ -103,6 +107,9 @@ class Trainer:
         self.val_scored_chars = scored_chars(corpus.tokenizer, corpus.val, corpus.val_chars)
 
         self.model = CharLM(corpus.tokenizer.vocab_size, model_config).to(self.device)
+        if start is not None:
+            self.model.load_state_dict(start)
+        self.lineage = list(lineage or [])
         self.net = self.model  # what a step runs: the model, or its DistributedDataParallel wrapper
         if ranks.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -414,6 +421,7 @@ class Trainer:
                 averaged=averaged,
                 other=other,
                 lines=self.corpus.lines,
+                lineage=self.lineage,
                 batch_size=self.batcher.batch_size,
                 state=state,
                 rng=torch.get_rng_state(),
@@ -454,6 +462,7 @@ class Trainer:
         rows = self.batcher.rows  # this rank's streams of the saved global batch
         self.state = tuple(s[:, rows].contiguous().to(self.device) for s in ckpt.state)
         self.metrics = list(ckpt.metrics)
+        self.lineage = list(ckpt.lineage)
         torch.set_rng_state(ckpt.rng)
         if ckpt.cuda_rng is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt.cuda_rng)
