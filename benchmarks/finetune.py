@@ -1,7 +1,7 @@
 """Fine-tuning measured: `chargen train TEXT --from shakespeare` beside the same run from scratch, on unseen texts.
 
     python benchmarks/finetune.py texts                 # write the texts to benchmarks/out/finetune/
-    python benchmarks/finetune.py tune                  # the schedule's choice: peak lr and warm-up, on `tune`
+    python benchmarks/finetune.py tune [LABEL ...]      # the schedule's choice: peak lr and warm-up, on `tune`
     python benchmarks/finetune.py run licences:1m       # one text, one budget, both ways (scratch, from)
     python benchmarks/finetune.py run                   # every text at every budget
     python benchmarks/finetune.py table                 # the results as a markdown table
@@ -34,10 +34,10 @@ WAYS = {"scratch": [], "from": ["--from", "shakespeare"]}
 TUNE_STEPS = "800"  # about a minute of a 2x384 on a 2-core CPU
 TUNE = {  # the schedules tried on `tune`, each from the bundled model
     "lr0.006": ["--lr", "6e-3", "--warmup", "50"],  # what --size auto gives a 2x384 trained from scratch on a CPU
-    "lr0.002": ["--lr", "2e-3", "--warmup", "50"],
-    "lr0.001": ["--lr", "1e-3", "--warmup", "50"],
-    "lr0.0005": ["--lr", "5e-4", "--warmup", "50"],
+    "lr0.002-warmup10": ["--lr", "2e-3", "--warmup", "10"],
     "lr0.001-warmup10": ["--lr", "1e-3", "--warmup", "10"],
+    "lr0.0005-warmup10": ["--lr", "5e-4", "--warmup", "10"],
+    "lr0.001": ["--lr", "1e-3", "--warmup", "50"],
 }
 
 
@@ -131,14 +131,14 @@ def table() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", choices=["texts", "tune", "run", "table"])
-    ap.add_argument("which", nargs="*", help="NAME or NAME:BUDGET")
+    ap.add_argument("which", nargs="*", help="NAME or NAME:BUDGET (run), LABEL (tune)")
     args = ap.parse_args()
     if args.step == "texts":
         for name in TEXTS:
             print(text(name))
     elif args.step == "tune":
-        for label, flags in TUNE.items():
-            train("tune", label, ["--from", "shakespeare", "--steps", TUNE_STEPS, *flags])
+        for label in args.which or TUNE:
+            train("tune", label, ["--from", "shakespeare", "--steps", TUNE_STEPS, *TUNE[label]])
     elif args.step == "table":
         table()
     else:

@@ -14,6 +14,7 @@ from chargen.config import (
     DEVICES,
     EVAL_EVERY,
     EVALS,
+    FINE_TUNE,
     LINE_STATES,
     SIZES,
     SP_MODELS,
@@ -51,7 +52,8 @@ def _duration(ctx, param, value):
     "parent",
     type=click.Path(dir_okay=False),
     help="Start from this model (a checkpoint, or shakespeare for the bundled one): a new run that keeps its shape "
-    "and vocabulary, adds this text's new characters, and trains with a gentler lr (0.001, warm-up 10).",
+    f"and vocabulary, adds this text's new characters, and trains with a gentler schedule (lr {FINE_TUNE['lr']:g}, "
+    f"warm-up {FINE_TUNE['warmup']}) unless --lr or --warmup say otherwise.",
 )
 @click.option(
     "--size",

@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from chargen import checkpoint
-from chargen.config import ModelConfig, TrainConfig, as_path
+from chargen.config import FINE_TUNE, ModelConfig, TrainConfig, as_path
 from chargen.errors import ChargenError, CheckpointError, SettingError
 from chargen.training import finetune
 from chargen.training.distributed import setup
@@ -48,9 +48,6 @@ RESUMABLE = (
 )
 MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig))
 TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("chosen", "planned_speed"))  # the run's
-# A fine-tuned run's schedule unless given: a lower peak and a short warm-up, so the first steps keep what the
-# parent knows. Chosen on a text no benchmark reports (benchmarks/finetune.py --tune, RESULTS.md "Fine-tuning").
-FINE_TUNE = {"lr": 1e-3, "warmup": 10}
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")  # a folder holding any of these holds a run
 
 
