@@ -135,6 +135,11 @@ class Repl:
             self.out.note(f"error: {e}")
         except OSError as e:
             self.out.note(f"error: {e.strerror or e}: {e.filename or ''}")
+        except Exception as e:  # a fault of chargen's: the conversation is still whole, so the session goes on
+            self.out.note(
+                f"internal error in {name}: {type(e).__name__}: {e}; the conversation is kept (/save NAME keeps it "
+                "on disk): please report it"
+            )
         return None
 
     # -- the commands: one method each, taking the command's words --------------------------------
