@@ -67,6 +67,14 @@ def test_eval_dynamic_from_the_cli(tiny_ckpt, corpus_path):
     one_clear_line(run("eval", "-c", tiny_ckpt, corpus_path, "--dynamic", "--learn-rate", 0), "--learn-rate must be")
 
 
+@pytest.mark.parametrize("command, switch", [("eval", "--dynamic"), ("sample", "--learn"), ("chat", "--learn")])
+def test_a_learning_flag_without_learning_is_refused(tiny_ckpt, corpus_path, command, switch):
+    args = [command, "-c", tiny_ckpt, "--learn-window", 16, *([corpus_path] if command == "eval" else [])]
+    done = run(*args)
+    assert done.exit_code == 2 and not done.stdout
+    one_clear_line(done, f"--learn-window takes effect only with {switch}")
+
+
 def test_sample_learns_from_its_prime(tiny_ckpt, tmp_path):
     prime = tmp_path / "prime.txt"
     prime.write_text("castle lamp " * 60)  # words of its text, in a run it never saw

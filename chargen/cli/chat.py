@@ -52,7 +52,7 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
 
     sampling_stop = bool(sampling["stop"])
     config = sample_config(sampling, default_stop=CHAT_STOP)
-    learning = learn_config(sampling)
+    learning = learn_config(sampling, learn, "--learn")
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
     learner = None
     if learn:
