@@ -293,3 +293,9 @@ def test_a_command_that_fails_inside_keeps_the_conversation():
     code, out, conv = drive(["abc", "/tree", "/show", "def"])  # the echo conversation has no tree
     assert code == 0 and out.bots == ["cba", "fed"] and "echo model" in out.notes[1]
     assert out.notes[0].startswith("internal error in /tree: AttributeError") and "/save NAME" in out.notes[0]
+
+
+def test_an_empty_stop_string_is_no_stop_and_set_says_what_show_shows():
+    _, out, conv = drive(['/set stop ""', "/show", '/set stop "" END'])
+    assert out.notes[0] == "stop = () (no stop string)" and "stop ()" in out.notes[1]
+    assert out.notes[2] == "stop = ('END',)" and conv.config.stop == ("END",)

@@ -160,9 +160,9 @@ class Repl:
         if key not in SETTINGS or not values:
             self.out.note(f"usage: /set KEY VALUE, with KEY one of {', '.join(SETTINGS)}")
             return
-        value = parse_setting(SampleConfig, key, list(values))
-        self.conversation.set(key, value)
-        self.out.note(f"{key} = {value!r}")
+        self.conversation.set(key, parse_setting(SampleConfig, key, list(values)))
+        value = getattr(self.conversation.config, key)  # what is in effect: an empty stop string is none
+        self.out.note(f"{key} = {value!r}" + (" (no stop string)" if key == "stop" and not value else ""))
 
     def _reset(self) -> None:
         self.conversation.reset()
