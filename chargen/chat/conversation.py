@@ -304,7 +304,7 @@ class Conversation:
         if data.get("model") != self._identity:
             raise ChargenError(f"{path} was saved with another model: its hidden state means nothing to this one")
         try:
-            config = SampleConfig.from_dict({**data["config"], "stop": tuple(data["config"]["stop"])})
+            config = SampleConfig.from_dict({**data["config"], "stop": _stops(data["config"]["stop"])})
             framing = Framing(**data["framing"])
             if not all(isinstance(v, str) for v in framing.__dict__.values()):
                 raise TypeError("framing")
@@ -345,7 +345,9 @@ class Conversation:
             turn = tree[0] if turn_id == 0 else tree.add(parent, turn_id)
             turn.line, turn.fed, turn.answer = _str(saved["line"]), _str(saved["fed"]), _str(saved["answer"])
             turn.after = self._primed(saved["state"], saved["logits"], saved["recent"])
-            turn.freed = bool(saved["freed"])
+            turn.freed = saved["freed"]
+            if not isinstance(turn.freed, bool):
+                raise TypeError(f"turn {turn_id}'s freed is {turn.freed!r}, not true or false")
         at, redo = data["at"], data["redo"]
         if at not in tree or not all(r in tree for r in redo):
             raise ValueError("it stands at a turn it does not have")
@@ -390,6 +392,12 @@ def _str(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{value!r} is not text")
     return value
+
+
+def _stops(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise TypeError(f"stop is {value!r}, not a list of strings")
+    return tuple(value)
 
 
 def _rng(value, size: int) -> torch.Tensor | None:
