@@ -26,6 +26,7 @@ class Echo:
     interrupt_after: int | None = None
     saved: dict = field(default_factory=dict)
     at: int = 0
+    learner: None = None
 
     def feed(self, line):
         self.text += line + "\n"

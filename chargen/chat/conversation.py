@@ -25,7 +25,7 @@ import torch
 
 from chargen import checkpoint
 from chargen.chat.turns import Turn, TurnTree
-from chargen.config import CHAT_STOP, MAX_SEED, SampleConfig, as_text
+from chargen.config import CHAT_STOP, MAX_SEED, LearnConfig, SampleConfig, as_text
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
 
@@ -288,6 +288,7 @@ class Conversation:
                 "rng": self.rng.get_state(),
                 "learnt": list(self.learnt),
                 "learner": self.learner.state_dict() if self.learner else None,
+                "learning": self.learner.config.to_dict() if self.learner else None,
                 "config": {**self.config.to_dict(), "stop": list(self.config.stop)},
                 "framing": self.framing.__dict__,
             },
@@ -296,7 +297,8 @@ class Conversation:
         return path
 
     def load(self, name: str) -> Path:
-        """Continue the conversation saved as `name`; a file that does not fit this model changes nothing."""
+        """Continue the conversation saved as `name`; a file that does not fit this model changes nothing. One
+        saved while learning goes on learning, as it was saved (with its learning settings), in any session."""
         path = chat_path(name)
         if not path.exists():
             raise ChargenError(f"no saved conversation {name!r} (looked for {path}); /save NAME makes one")
@@ -313,15 +315,23 @@ class Conversation:
             learnt = data.get("learnt") or []
             if not all(t in tree for t in learnt):
                 raise ValueError("it learnt from turns it does not have")
+            learning = data.get("learning")  # absent in files saved before the settings were kept: the defaults
+            learning = None if learning is None else LearnConfig.from_dict(learning)
         except (KeyError, TypeError, ValueError, AttributeError, ChargenError) as e:
             raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
         self.config, self.framing = config, framing
         self.reset()
+        restored = self.learner is None and data.get("learner") is not None
+        if restored:
+            from chargen.dynamic import Learner
+
+            self.learner = Learner(self.generator.model, learning)
         if self.learner is not None and data.get("learner") is not None:
             try:
                 self.learner.load_state_dict(data["learner"])
             except (KeyError, TypeError, ValueError) as e:
                 self.learner.reset()
+                self.learner = None if restored else self.learner
                 raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
             self.learnt = list(learnt)
         self.tree, self._redo = tree, redo

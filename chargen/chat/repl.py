@@ -2,7 +2,7 @@
 
 The loop knows no model and no terminal. It is given a conversation (see
 `chargen.chat.conversation.Conversation`: it calls feed, answer, retry, more, best, pick, undo, redo,
-goto, reset, set, save and load, and reads at, turn, tree, text, config and framing), a
+goto, reset, set, save and load, and reads at, turn, tree, text, config, framing and learner), a
 `read(prompt)` function and an `Output`; `chargen chat` passes prompt_toolkit and colour on a
 terminal, plain streams in a pipe, and tests pass lists.
 """
@@ -227,7 +227,13 @@ class Repl:
         self.out.note(f"saved to {self.conversation.save(name, overwrite=True)}")
 
     def _load(self, name: str) -> None:
+        learning = self.conversation.learner is not None
         self.out.note(f"loaded {self.conversation.load(name)}")
+        if not learning and self.conversation.learner is not None:
+            self.out.note(
+                f"it was saved with --learn: the model goes on learning from the conversation "
+                f"({self.conversation.learner.config.describe()})"
+            )
 
     def _clear(self) -> None:
         self.out.clear()

@@ -64,8 +64,12 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
         framing.start = "\n"
         config = config if sampling_stop else replace(config, stop=("\n",))
     conversation = Conversation(generator, config, framing, learner=learner)
-    learnt = f"\nlearning from the conversation: {learning.describe()}" if learn else ""
-    describe = lambda: generator.describe() + learnt
+
+    def describe() -> str:  # a conversation loaded from a file saved while learning learns on
+        learner = conversation.learner
+        how = f"\nlearning from the conversation: {learner.config.describe()}" if learner else ""
+        return generator.describe() + how
+
     if sys.stdin.isatty() and sys.stdout.isatty():
         out, read = TerminalOutput(), _terminal_reader()
         out.note(f"chatting with {describe()}\ntype a line and press Enter; /help for commands, Ctrl-D to leave")
