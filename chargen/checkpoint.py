@@ -15,10 +15,14 @@ single layer is built. This module alone knows the layout: everything else reads
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import math
 import os
 import pickle
+import re
+import sys
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -87,7 +91,7 @@ def load(path: str | os.PathLike, kind: str = "model") -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):  # the zip's CRCs held: this was meant
+        if _names_code(str(e)):  # torch refused a global that exists: no damage writes a real one
             raise CheckpointError(
                 f"{path} is not a chargen checkpoint: it holds Python objects that would run code "
                 "when loaded, so it was refused unopened"
@@ -117,6 +121,24 @@ def load(path: str | os.PathLike, kind: str = "model") -> dict:
     if found != kind:
         raise CheckpointError(f"{path} is {KINDS.get(found, repr(found))}, not {KINDS[kind]}")
     return data
+
+
+def _names_code(refusal: str) -> bool:
+    """Whether torch refused a pickle for naming a global that exists (`posix.system`): a file made to run code.
+    Damaged bytes make other refusals (an unknown opcode), or name a global that is nowhere (`toRCh.HalfStorage`).
+    Nothing is imported to tell: a module not yet imported counts as existing when it could be."""
+    found = re.search(r"GLOBAL ([\w.]+)", refusal)
+    if found is None:
+        return False
+    parts = found.group(1).strip(".").split(".")
+    for i in range(len(parts) - 1, 0, -1):  # the longest module first: torch._utils then _rebuild_tensor_v2
+        module, names = ".".join(parts[:i]), parts[i:]
+        if module in sys.modules:
+            return functools.reduce(lambda x, name: getattr(x, name, None), names, sys.modules[module]) is not None
+    try:
+        return importlib.util.find_spec(parts[0]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _check_zip(path: Path, damaged: str) -> None:

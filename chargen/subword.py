@@ -61,8 +61,9 @@ class SentencePieceTokenizer(Tokenizer):
             high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", str(e))
             if high:
                 hint = f"this text is too small for it: use --vocab-size {high.group(2)} or less"
-            else:
-                hint = str(e).split("]", 1)[-1].strip() or "the SentencePiece trainer failed"
+            else:  # SentencePiece's own reason, often only the check that failed ([!sentences_.empty()])
+                reason = str(e).strip() or type(e).__name__
+                hint = f"its trainer failed ({reason}): try a smaller --vocab-size, or --tokenizer char"
             raise CorpusError(f"SentencePiece could not build a vocabulary of {vocab_size}: {hint}") from None
         return cls(out.getvalue())
 

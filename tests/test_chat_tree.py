@@ -286,3 +286,40 @@ def test_a_conversation_saved_before_trees_still_loads(model, tmp_path, monkeypa
     conv.set("seed", 1)
     old.set("seed", 1)
     assert say(old, "the queen") == say(conv, "the queen")
+
+
+def test_the_tree_of_a_thousand_turns_is_drawn_one_turn_a_line(model):
+    conv = conversation(model)
+    for at in range(1200):  # one branch, deeper than Python's recursion limit (the turns' text, without a model)
+        conv.tree.add(at, line="a", fed="a\n", answer="b")
+    conv.tree.add(1100, line="c", fed="c\n", answer="d")  # a branch near the end
+    conv.at = 1201
+    _, out, _ = drive(["/tree", "/show"], conv)
+    lines = out.notes[0].splitlines()
+    assert len(lines) == len(conv.tree.turns) and "turn 1201" in out.notes[1]
+    assert max(map(len, lines)) < 100  # a branch indents; a turn that follows the only one before it does not
+    assert lines[-1].endswith("<- here") and "*1201" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda d: d["config"].update(stop="\n\n"), "stop is '\\n\\n', not a list of strings"),
+        (lambda d: d["turns"][1].update(freed="no"), "turn 1's freed is 'no', not true or false"),
+    ],
+)
+def test_a_hand_edited_saved_conversation_of_the_wrong_types_is_refused(model, tmp_path, monkeypatch, edit, says):
+    from chargen import checkpoint
+
+    monkeypatch.setenv("CHARGEN_HOME", str(tmp_path))
+    conv = conversation(model)
+    say(conv, "the king")
+    path = conv.save("talk")
+    data = torch.load(path, weights_only=True)
+    edit(data)
+    checkpoint.save({k: v for k, v in data.items() if k not in ("format", "format_version")}, path)
+    fresh = conversation(model, length=12)
+    with pytest.raises(ChargenError) as caught:
+        fresh.load("talk")
+    assert f"talk.pt is damaged ({says})" in str(caught.value) and "\n" not in str(caught.value)
+    assert fresh.config.length == 12 and fresh.at == 0  # nothing changed

@@ -67,6 +67,14 @@ def test_eval_dynamic_from_the_cli(tiny_ckpt, corpus_path):
     one_clear_line(run("eval", "-c", tiny_ckpt, corpus_path, "--dynamic", "--learn-rate", 0), "--learn-rate must be")
 
 
+@pytest.mark.parametrize("command, switch", [("eval", "--dynamic"), ("sample", "--learn"), ("chat", "--learn")])
+def test_a_learning_flag_without_learning_is_refused(tiny_ckpt, corpus_path, command, switch):
+    args = [command, "-c", tiny_ckpt, "--learn-window", 16, *([corpus_path] if command == "eval" else [])]
+    done = run(*args)
+    assert done.exit_code == 2 and not done.stdout
+    one_clear_line(done, f"--learn-window takes effect only with {switch}")
+
+
 def test_sample_learns_from_its_prime(tiny_ckpt, tmp_path):
     prime = tmp_path / "prime.txt"
     prime.write_text("castle lamp " * 60)  # words of its text, in a run it never saw
@@ -116,3 +124,24 @@ def test_going_back_replays_learning_exactly(model):
     conv.feed("again")
     assert conv.learnt == [1, 2, 3]
     assert all(torch.equal(after_three[k], v) for k, v in gen.model.state_dict().items())  # replayed exactly
+
+
+def test_a_chat_saved_learning_goes_on_learning_when_loaded_without_learn(model, tmp_path, monkeypatch):
+    from .test_repl import drive
+
+    monkeypatch.setenv("CHARGEN_HOME", str(tmp_path))
+    gen = chargen.load(model.checkpoint.path, "cpu")
+    learning = LearnConfig(learn_rate=0.01, learn_window=16)
+    conv = Conversation(gen, SampleConfig(length=30, stop=(), seed=4), learner=Learner(gen.model, learning))
+    for line in ("castle lamp", "lamp castle", "castle"):
+        conv.feed(line)
+        "".join(conv.answer())
+    conv.save("learning")
+    conv.feed("lamp")  # learns from turn 3 first, with the session's settings
+    went_on = "".join(conv.answer())
+    other = chargen.load(model.checkpoint.path, "cpu")
+    loaded = Conversation(other)  # chargen chat without --learn
+    _, out, _ = drive(["/load learning", "lamp"], loaded)
+    assert "saved with --learn" in out.notes[1] and "learn rate 0.01, window 16" in out.notes[1]
+    assert loaded.learner.config == learning and out.bots == [went_on]
+    assert all(torch.equal(a, b) for a, b in zip(gen.model.state_dict().values(), other.model.state_dict().values()))

@@ -409,6 +409,24 @@ def test_13_a_flipped_byte_in_the_pickle_is_corruption_not_an_attack(tiny_ckpt, 
         checkpoint.read(bad)
 
 
+@pytest.mark.parametrize("where", ["an opcode", "a global's name"])
+def test_13_flipped_bytes_in_the_pickle_behind_fresh_crcs_are_damage_not_an_attack(tiny_ckpt, tmp_path, where):
+    with zipfile.ZipFile(tiny_ckpt) as z:
+        entries = [(i.filename, z.read(i)) for i in z.infolist()]
+    name, pkl = next((n, b) for n, b in entries if n.endswith("data.pkl"))
+    at = 5 if where == "an opcode" else pkl.index(b"collections") + 8
+    flipped = bytearray(pkl)
+    flipped[at] ^= 0x20
+    flipped[at + 1] ^= 0x20
+    bad = tmp_path / "flip.pt"
+    with zipfile.ZipFile(bad, "w") as z:  # written anew: every CRC matches the changed bytes
+        for n, b in entries:
+            z.writestr(n, bytes(flipped) if n == name else b)
+    with pytest.raises(CheckpointError, match="truncated or corrupted") as caught:
+        checkpoint.read(bad)
+    assert "run code" not in str(caught.value)
+
+
 # -- 14: the Python API -------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ class Echo:
     interrupt_after: int | None = None
     saved: dict = field(default_factory=dict)
     at: int = 0
+    learner: None = None
 
     def feed(self, line):
         self.text += line + "\n"
@@ -287,3 +288,15 @@ def test_a_branching_session_in_a_pipe(tiny_ckpt, tmp_path):
     assert "--- answer 1 of 2 (seed " in result.stderr and "--- answer 2 of 2 (seed " in result.stderr
     assert result.stdout.count("the king\n") == 1  # stdout: the conversation where it ends, on turn 1's branch
     assert "at turn 1" in result.stderr and "─*1 " in result.stderr and "<- here" in result.stderr
+
+
+def test_a_command_that_fails_inside_keeps_the_conversation():
+    code, out, conv = drive(["abc", "/tree", "/show", "def"])  # the echo conversation has no tree
+    assert code == 0 and out.bots == ["cba", "fed"] and "echo model" in out.notes[1]
+    assert out.notes[0].startswith("internal error in /tree: AttributeError") and "/save NAME" in out.notes[0]
+
+
+def test_an_empty_stop_string_is_no_stop_and_set_says_what_show_shows():
+    _, out, conv = drive(['/set stop ""', "/show", '/set stop "" END'])
+    assert out.notes[0] == "stop = () (no stop string)" and "stop ()" in out.notes[1]
+    assert out.notes[2] == "stop = ('END',)" and conv.config.stop == ("END",)

@@ -199,3 +199,13 @@ def test_a_vocabulary_too_small_for_the_byte_pieces_is_refused_before_training()
 
     result = CliRunner().invoke(cli, ["train", "x.txt", "--tokenizer", "sp", "--vocab-size", "200"])
     assert result.exit_code == 2 and "--vocab-size must be from 264 (256 go to bytes)" in result.stderr
+
+
+def test_a_failed_sentencepiece_trainer_says_why_and_what_to_do(tmp_path):
+    from .test_cli import one_clear_line, run
+
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n" * 2000)  # text enough, and no line SentencePiece can learn a piece from
+    done = run("train", blank, "--tokenizer", "sp", "--vocab-size", 300, "--steps", 1, "-o", tmp_path / "run")
+    one_clear_line(done, "could not build a vocabulary of 300", "[!sentences_.empty()]", "--tokenizer char")
+    assert "smaller --vocab-size" in done.stderr

@@ -25,7 +25,7 @@ import torch
 
 from chargen import checkpoint
 from chargen.chat.turns import Turn, TurnTree
-from chargen.config import CHAT_STOP, MAX_SEED, SampleConfig, as_text
+from chargen.config import CHAT_STOP, MAX_SEED, LearnConfig, SampleConfig, as_text
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
 
@@ -288,6 +288,7 @@ class Conversation:
                 "rng": self.rng.get_state(),
                 "learnt": list(self.learnt),
                 "learner": self.learner.state_dict() if self.learner else None,
+                "learning": self.learner.config.to_dict() if self.learner else None,
                 "config": {**self.config.to_dict(), "stop": list(self.config.stop)},
                 "framing": self.framing.__dict__,
             },
@@ -296,7 +297,8 @@ class Conversation:
         return path
 
     def load(self, name: str) -> Path:
-        """Continue the conversation saved as `name`; a file that does not fit this model changes nothing."""
+        """Continue the conversation saved as `name`; a file that does not fit this model changes nothing. One
+        saved while learning goes on learning, as it was saved (with its learning settings), in any session."""
         path = chat_path(name)
         if not path.exists():
             raise ChargenError(f"no saved conversation {name!r} (looked for {path}); /save NAME makes one")
@@ -304,7 +306,7 @@ class Conversation:
         if data.get("model") != self._identity:
             raise ChargenError(f"{path} was saved with another model: its hidden state means nothing to this one")
         try:
-            config = SampleConfig.from_dict({**data["config"], "stop": tuple(data["config"]["stop"])})
+            config = SampleConfig.from_dict({**data["config"], "stop": _stops(data["config"]["stop"])})
             framing = Framing(**data["framing"])
             if not all(isinstance(v, str) for v in framing.__dict__.values()):
                 raise TypeError("framing")
@@ -313,15 +315,23 @@ class Conversation:
             learnt = data.get("learnt") or []
             if not all(t in tree for t in learnt):
                 raise ValueError("it learnt from turns it does not have")
+            learning = data.get("learning")  # absent in files saved before the settings were kept: the defaults
+            learning = None if learning is None else LearnConfig.from_dict(learning)
         except (KeyError, TypeError, ValueError, AttributeError, ChargenError) as e:
             raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
         self.config, self.framing = config, framing
         self.reset()
+        restored = self.learner is None and data.get("learner") is not None
+        if restored:
+            from chargen.dynamic import Learner
+
+            self.learner = Learner(self.generator.model, learning)
         if self.learner is not None and data.get("learner") is not None:
             try:
                 self.learner.load_state_dict(data["learner"])
             except (KeyError, TypeError, ValueError) as e:
                 self.learner.reset()
+                self.learner = None if restored else self.learner
                 raise ChargenError(f"{path} is damaged ({e}): the conversation was not loaded") from None
             self.learnt = list(learnt)
         self.tree, self._redo = tree, redo
@@ -345,7 +355,9 @@ class Conversation:
             turn = tree[0] if turn_id == 0 else tree.add(parent, turn_id)
             turn.line, turn.fed, turn.answer = _str(saved["line"]), _str(saved["fed"]), _str(saved["answer"])
             turn.after = self._primed(saved["state"], saved["logits"], saved["recent"])
-            turn.freed = bool(saved["freed"])
+            turn.freed = saved["freed"]
+            if not isinstance(turn.freed, bool):
+                raise TypeError(f"turn {turn_id}'s freed is {turn.freed!r}, not true or false")
         at, redo = data["at"], data["redo"]
         if at not in tree or not all(r in tree for r in redo):
             raise ValueError("it stands at a turn it does not have")
@@ -390,6 +402,12 @@ def _str(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{value!r} is not text")
     return value
+
+
+def _stops(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise TypeError(f"stop is {value!r}, not a list of strings")
+    return tuple(value)
 
 
 def _rng(value, size: int) -> torch.Tensor | None:

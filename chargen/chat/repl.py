@@ -2,7 +2,7 @@
 
 The loop knows no model and no terminal. It is given a conversation (see
 `chargen.chat.conversation.Conversation`: it calls feed, answer, retry, more, best, pick, undo, redo,
-goto, reset, set, save and load, and reads at, turn, tree, text, config and framing), a
+goto, reset, set, save and load, and reads at, turn, tree, text, config, framing and learner), a
 `read(prompt)` function and an `Output`; `chargen chat` passes prompt_toolkit and colour on a
 terminal, plain streams in a pipe, and tests pass lists.
 """
@@ -135,6 +135,11 @@ class Repl:
             self.out.note(f"error: {e}")
         except OSError as e:
             self.out.note(f"error: {e.strerror or e}: {e.filename or ''}")
+        except Exception as e:  # a fault of chargen's: the conversation is still whole, so the session goes on
+            self.out.note(
+                f"internal error in {name}: {type(e).__name__}: {e}; the conversation is kept (/save NAME keeps it "
+                "on disk): please report it"
+            )
         return None
 
     # -- the commands: one method each, taking the command's words --------------------------------
@@ -155,9 +160,9 @@ class Repl:
         if key not in SETTINGS or not values:
             self.out.note(f"usage: /set KEY VALUE, with KEY one of {', '.join(SETTINGS)}")
             return
-        value = parse_setting(SampleConfig, key, list(values))
-        self.conversation.set(key, value)
-        self.out.note(f"{key} = {value!r}")
+        self.conversation.set(key, parse_setting(SampleConfig, key, list(values)))
+        value = getattr(self.conversation.config, key)  # what is in effect: an empty stop string is none
+        self.out.note(f"{key} = {value!r}" + (" (no stop string)" if key == "stop" and not value else ""))
 
     def _reset(self) -> None:
         self.conversation.reset()
@@ -222,7 +227,13 @@ class Repl:
         self.out.note(f"saved to {self.conversation.save(name, overwrite=True)}")
 
     def _load(self, name: str) -> None:
+        learning = self.conversation.learner is not None
         self.out.note(f"loaded {self.conversation.load(name)}")
+        if not learning and self.conversation.learner is not None:
+            self.out.note(
+                f"it was saved with --learn: the model goes on learning from the conversation "
+                f"({self.conversation.learner.config.describe()})"
+            )
 
     def _clear(self) -> None:
         self.out.clear()

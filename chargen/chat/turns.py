@@ -82,23 +82,31 @@ class TurnTree:
 
     def draw(self, here: int, width: int = 32) -> str:
         """The tree, one turn a line: its number, the start of its line and of its answer; `*` marks the
-        branch you are on and `<- here` the turn you are at."""
+        branch you are on and `<- here` the turn you are at. Only a branch indents: a turn that is the only
+        one after its parent stands under it, so a long conversation stays narrow (and is walked without
+        recursion, however deep)."""
         on_path = {t.id for t in self.path(here)}
         lines = ["0 start" + ("  <- here" if here == 0 else "")]
-
-        def walk(turn_id: int, indent: str) -> None:
-            children = self.turns[turn_id].children
-            for i, child in enumerate(children):
-                t = self.turns[child]
-                last = i == len(children) - 1
-                mark = "*" if child in on_path else " "
-                said = f"{_clip(t.line, width)!r} -> {_clip(t.answer, width)!r}"
-                note = "  <- here" if child == here else "  (state freed)" if t.freed else ""
-                lines.append(f"{indent}{'└─' if last else '├─'}{mark}{t.id} {said}{note}")
-                walk(child, indent + ("   " if last else "│  "))
-
-        walk(0, "")
+        todo = self._branches(0, "")[::-1]  # (turn, the lead of its line, the indent of the turns after it)
+        while todo:
+            turn_id, lead, under = todo.pop()
+            t = self.turns[turn_id]
+            mark = "*" if turn_id in on_path else " "
+            said = f"{_clip(t.line, width)!r} -> {_clip(t.answer, width)!r}"
+            note = "  <- here" if turn_id == here else "  (state freed)" if t.freed else ""
+            lines.append(f"{lead}{mark}{t.id} {said}{note}")
+            todo.extend(self._branches(turn_id, under)[::-1])
         return "\n".join(lines)
+
+    def _branches(self, turn_id: int, indent: str) -> list[tuple[int, str, str]]:
+        """The turns after `turn_id`, drawn at `indent`."""
+        children = self.turns[turn_id].children
+        if len(children) == 1:
+            return [(children[0], indent[:-1], indent)]  # its mark under its parent's
+        return [
+            (child, indent + ("└─" if last else "├─"), indent + ("   " if last else "│  "))
+            for child, last in ((c, i == len(children) - 1) for i, c in enumerate(children))
+        ]
 
 
 def _clip(text: str, width: int) -> str:

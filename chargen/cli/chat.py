@@ -52,7 +52,7 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
 
     sampling_stop = bool(sampling["stop"])
     config = sample_config(sampling, default_stop=CHAT_STOP)
-    learning = learn_config(sampling)
+    learning = learn_config(sampling, learn, "--learn")
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
     learner = None
     if learn:
@@ -64,8 +64,12 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
         framing.start = "\n"
         config = config if sampling_stop else replace(config, stop=("\n",))
     conversation = Conversation(generator, config, framing, learner=learner)
-    learnt = f"\nlearning from the conversation: {learning.describe()}" if learn else ""
-    describe = lambda: generator.describe() + learnt
+
+    def describe() -> str:  # a conversation loaded from a file saved while learning learns on
+        learner = conversation.learner
+        how = f"\nlearning from the conversation: {learner.config.describe()}" if learner else ""
+        return generator.describe() + how
+
     if sys.stdin.isatty() and sys.stdout.isatty():
         out, read = TerminalOutput(), _terminal_reader()
         out.note(f"chatting with {describe()}\ntype a line and press Enter; /help for commands, Ctrl-D to leave")

@@ -34,7 +34,7 @@ def evaluate(checkpoint, file, as_json, dynamic, device, **learning) -> None:
     from chargen.generate import Generator
     from chargen.score import score_file, trained_share
 
-    settings = learn_config(learning)  # a bad flag is told before the model loads
+    settings = learn_config(learning, dynamic, "--dynamic")  # a bad flag is told before the model loads
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
     score = score_file(generator, file, settings if dynamic else None)
     if score.unknown:

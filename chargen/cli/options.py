@@ -7,6 +7,7 @@ from dataclasses import fields
 import click
 
 from chargen.config import DEFAULT_DEVICE, DEVICES, LearnConfig, SampleConfig
+from chargen.errors import SettingError
 
 
 def checkpoint_option(f):
@@ -125,6 +126,14 @@ def learn_options(f):
     return f
 
 
-def learn_config(flags: dict) -> LearnConfig:
-    """The LearnConfig of the learning flags in `flags` (which it removes from it)."""
-    return LearnConfig(**{name: flags.pop(name) for name in ("learn_rate", "learn_window", "learn_decay")})
+def learn_config(flags: dict, learning: bool, switch: str) -> LearnConfig:
+    """The LearnConfig of the learning flags in `flags` (which it removes from it); one typed without `switch`,
+    the flag that turns learning on, would change nothing, so it is refused."""
+    from click.core import ParameterSource
+
+    names = ("learn_rate", "learn_window", "learn_decay")
+    typed = [n for n in names if click.get_current_context().get_parameter_source(n) is ParameterSource.COMMANDLINE]
+    if typed and not learning:
+        flag = "--" + typed[0].replace("_", "-")
+        raise SettingError(f"{flag} takes effect only with {switch}: add {switch}, or leave {flag} out")
+    return LearnConfig(**{name: flags.pop(name) for name in names})

@@ -64,7 +64,7 @@ def sample(checkpoint, prime, prime_file, num_samples, bf16, mark, new_only, lea
     if group.STDOUT_CLOSED:
         raise ChargenError("standard output is closed: there is nowhere to write the text (redirect it to a file)")
     config = sample_config(sampling)  # a bad flag is told before torch loads
-    learning = learn_config(sampling)
+    learning = learn_config(sampling, learn, "--learn")
     if learn and bf16:
         raise ChargenError("--learn takes gradient steps in fp32: drop --bf16 or --learn")
     prime = "".join(read_chunks(corpus_files(prime_file))) if prime_file else unescape(as_text("prime", prime))
