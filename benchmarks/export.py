@@ -2,6 +2,7 @@
 
     python benchmarks/export.py                     # the bundled model; benchmarks/out/export.json
     python benchmarks/export.py -c checkpoints/novel/best.pt
+    python benchmarks/export.py --screenshot docs/export/page.png      # and the README's picture
 
 Parity: the logits after each of 1,000 characters of tiny shakespeare's validation text, from
 the page (`chargen.logits` in Chromium) and from onnxruntime, against `CharLM.step` in float32
@@ -11,7 +12,7 @@ on Write to the first character shown; its chars/s writing 2,000 characters afte
 (medians of 3); and whether a seed writes what its earlier run wrote. onnxruntime: one stream,
 2,000 steps of the README's loop (sampling in numpy), with one thread and with its default; and
 chargen's own one-stream sampler on the same model, as `benchmarks/bench.py --only sampling`
-measures it.
+measures it (with torch's 2 threads, and with 1).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def page_figures(page: Path, text: str, want: np.ndarray) -> dict:
         runs = [write(seed, WRITE_CHARS) for seed in (1, 2, 3)]
         firsts = [float(write(seed, 20)[1]["firstMs"]) for seed in range(4, 13)]
         again = write(1, WRITE_CHARS)[0] == runs[0][0]
+        tab = browser.new_page()  # the same page with its plain JavaScript kernel
+        tab.goto(page.as_uri() + "#javascript")
+        tab.wait_for_selector("#status[data-state=ready]", timeout=60_000)
+        plain = [write(seed, WRITE_CHARS // 4)[1] for seed in (1, 2, 3)]
         browser.close()
     return {
         "browser": version,
@@ -86,6 +91,7 @@ def page_figures(page: Path, text: str, want: np.ndarray) -> dict:
         "page_first_char_ms": round(statistics.median(firsts), 1),
         "page_same_seed_same_text": again,
         "page_kernel": kernel,
+        "page_javascript_chars_per_s": round(statistics.median(int(b["chars"]) / float(b["seconds"]) for b in plain)),
     }
 
 
@@ -101,6 +107,26 @@ def stepper(session):
         return logits[0]
 
     return step
+
+
+def screenshot(page: Path, path: Path) -> None:
+    """The README's picture: the page after writing 600 characters after "ROMEO:" with seed 1."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        tab = browser.new_page(viewport={"width": 1000, "height": 820})
+        tab.goto(page.as_uri())
+        tab.wait_for_selector("#status[data-state=ready]", timeout=60_000)
+        tab.fill("#prime", "ROMEO:")
+        tab.fill("#seed", "1")
+        tab.fill("#length", "600")
+        tab.click("#write")
+        tab.wait_for_selector("#status[data-state=done]", timeout=60_000)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(path))
+        browser.close()
 
 
 def ort_figures(path: Path, text: str, ids: np.ndarray, want: np.ndarray) -> dict:
@@ -129,6 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--checkpoint", default="shakespeare")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "export.json"))
+    ap.add_argument("--screenshot", default=None, help="also save the page, writing, as this PNG")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -157,11 +184,15 @@ def main() -> None:
         onnx_export.write(exported, graph)
         result["onnx_bytes"] = graph.stat().st_size
         result.update(page_figures(page, text, want_half))
+        if args.screenshot:
+            screenshot(page, Path(args.screenshot))
         result.update(ort_figures(graph, text, ids, want))
     gen = Generator(exported.model, tok, "cpu")
     with torch.inference_mode():
         write_rate(gen, 1)  # warm-up
         result["chargen_one_stream_chars_per_s"] = round(statistics.median(write_rate(gen, 1) for _ in range(3)))
+        torch.set_num_threads(1)
+        result["chargen_one_stream_1_thread"] = round(statistics.median(write_rate(gen, 1) for _ in range(3)))
     print(json.dumps(result, indent=2))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
