@@ -117,6 +117,15 @@ def test_without_onnx_the_export_says_how_to_get_it(models, tmp_path, monkeypatc
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_the_bundled_models_page_is_within_6_mb_and_says_what_it_is(tmp_path):
+    page = tmp_path / "shakespeare.html"
+    result = run("export", "-c", "shakespeare", "--html", page)
+    assert result.exit_code == 0 and result.stdout == ""  # what it says goes to stderr
+    text = page.read_text()
+    assert page.stat().st_size <= 6_000_000
+    assert "best val 1.457 nats/char" in text and '"best_val_loss":1.4573' in text
+
+
 # -- refusals ------------------------------------------------------------------------------------------------
 
 
