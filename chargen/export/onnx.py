@@ -15,6 +15,8 @@ import base64
 import json
 import os
 
+import numpy as np
+
 from chargen.errors import ChargenError
 from chargen.export import Exported
 
@@ -52,8 +54,6 @@ def graph(exported: Exported):
     def linear(x, weight, bias, name):  # x @ weight.T + bias
         product = op("MatMul", [x, const(f"{weight}.T", weights[weight].T.copy())], f"{name}.mm")
         return op("Add", [product, const(bias, weights[bias])], name)
-
-    import numpy as np
 
     hidden = cfg.hidden
     parts = {"lstm": ("h", "c"), "gru": ("h",), "rnn": ("h",)}[cfg.cell]
