@@ -101,4 +101,4 @@ def usable_streams() -> None:
             stream.reconfigure(errors=errors)
 
 
-from chargen.cli import chat, evaluate, info, inspect, sample, serve, train  # noqa: E402, F401  (each registers its command)
+from chargen.cli import chat, evaluate, export, info, inspect, sample, serve, train  # noqa: E402, F401  (each registers its command)
