@@ -321,9 +321,8 @@ def test_scores_sum_to_the_eval_figure(client, model):
 # -- a real server ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def serving(ckpt):
-    """`chargen serve -c ckpt` in a real process on a free port: its URL, until the block ends (then Ctrl-C)."""
+def start_server(ckpt) -> tuple[subprocess.Popen, str]:
+    """`chargen serve -c ckpt` in a real process on a free port, answering: the process and its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -341,6 +340,13 @@ def serving(ckpt):
     else:
         proc.kill()
         pytest.fail(proc.stderr.read())
+    return proc, url
+
+
+@contextmanager
+def serving(ckpt):
+    """`chargen serve -c ckpt` in a real process on a free port: its URL, until the block ends (then Ctrl-C)."""
+    proc, url = start_server(ckpt)
     try:
         yield url
     finally:

@@ -13,7 +13,8 @@ Routes (JSON in and out; errors are `{"error": {"message", "type", "param"}}` wi
                                  from its state and leaves the state after its text there
     GET/DELETE /v1/sessions/ID
     POST /v1/score               per-character surprisal (bits), rank and the model's top guesses
-    POST /v1/inspect             text (and chars): the page of `chargen inspect` for it, as HTML
+    POST /v1/inspect             text (and chars): the page of `chargen inspect` for it, as HTML; with
+                                 link, {"url": "/inspect/KEY"}, where a tab can open it (for 10 minutes)
     GET  /                       the page (chargen/serve/page.html)
 
 Sessions expire after `session_ttl` seconds idle; at `max_sessions` the least recently used
@@ -57,6 +58,7 @@ MAX_BODY = 1 << 20  # bytes of a request body
 MAX_PROMPT = 100_000  # characters of a prompt, a prime or a text to score
 MAX_TOKENS = 20_000  # characters one completion may ask for
 MAX_N = 16
+INSPECT_KEPT, INSPECT_KEPT_S = 16, 600.0  # inspect pages kept to open by link, and for how many seconds
 
 
 class RequestError(Exception):
@@ -443,7 +445,32 @@ def create_app(
             )
         if len(text) < 2:
             raise RequestError(400, "text must hold at least two characters", "text")
-        return HTMLResponse(await asyncio.to_thread(inspector, text, chars))
+        link = data.get("link", False)
+        if not isinstance(link, bool):
+            raise RequestError(400, f"link must be true or false, not {link!r}", "link")
+        made = await asyncio.to_thread(inspector, text, chars)
+        if not link:
+            return HTMLResponse(made)
+        now = time.monotonic()
+        for key in [k for k, (when, _) in linked.items() if now - when > INSPECT_KEPT_S]:
+            del linked[key]
+        while len(linked) >= INSPECT_KEPT:
+            linked.popitem(last=False)
+        key = secrets.token_urlsafe(16)
+        linked[key] = (now, made)
+        return JSONResponse({"url": f"/inspect/{key}"}, status_code=201)
+
+    linked: OrderedDict[str, tuple[float, str]] = OrderedDict()  # inspect pages to open by link: when made, page
+
+    async def inspect_page(request: Request) -> Response:
+        """An inspect page made with `link`: a document of its own, under its own policy (a page opened from the
+        server's page as a blob would run under the server page's policy, which refuses the inspect page's script).
+        Its unguessable key is what lets a tab open it, with no API key to send."""
+        found = linked.get(request.path_params["key"])
+        if found is None or time.monotonic() - found[0] > INSPECT_KEPT_S:
+            message = "there is no such inspect page (they are kept 10 minutes): make it again"
+            return RequestError(404, message, kind="not_found_error").response()
+        return HTMLResponse(found[1])
 
     html = pages.template(__package__)
     policy = (
@@ -485,6 +512,7 @@ def create_app(
             Route("/v1/sessions/{key}", guarded(one_session), methods=["GET", "DELETE"]),
             Route("/v1/score", guarded(score), methods=["POST"]),
             Route("/v1/inspect", guarded(inspect), methods=["POST"]),
+            Route("/inspect/{key}", inspect_page),
         ],
         lifespan=lifespan,
     )
