@@ -59,12 +59,21 @@ def test_the_openai_client_chats_streaming_and_not(tiny_ckpt):
                                                      stream=True))  # fmt: skip
         whole = client.chat.completions.create(model="x", messages=messages, max_tokens=300, seed=3)
         models = client.models.list().data
+        session = client.post("/sessions", body={}, cast_to=dict)["id"]  # as docs/serve.md shows
+        carried = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model="x", messages=messages, max_tokens=300, seed=3, stream=True, extra_body={"session": session}
+            )
+        )
+        text = httpx.get(f"{url}/v1/sessions/{session}").json()["text"]
     assert chunks[0].choices[0].delta.role == "assistant" and len(chunks) > 2  # streamed in pieces
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert whole.object == "chat.completion" and whole.choices[0].message.role == "assistant"
     assert whole.choices[0].message.content == streamed and 0 < len(streamed) <= 300
     assert whole.choices[0].finish_reason == chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert whole.usage.prompt_tokens == len("A play.\nthe king\n")  # read as `chargen chat` frames it
+    assert carried == streamed and text.startswith("A play.\nthe king\n" + carried)  # the session read the turn
     info = json.loads(subprocess.run([sys.executable, "-m", "chargen", "info", "--json", str(tiny_ckpt)],
                                      capture_output=True, text=True, check=True).stdout)  # fmt: skip
     assert models[0].info == info and models[0].chat["stop"] == list(CHAT_STOP)  # what chargen info says

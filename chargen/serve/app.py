@@ -332,6 +332,7 @@ def create_app(
         return JSONResponse({"status": "ok", "model": cfg.model_name, **status, "sessions": len(server.sessions)})
 
     info = None if generator.checkpoint is None else generator.checkpoint.summary()  # as chargen info says
+    summary = generator.describe() if generator.checkpoint is None else generator.checkpoint.describe()  # no path
     framing, stop = framing_for(generator, cfg.user_prefix, cfg.bot_prefix)
     chat_defaults = {"user_prefix": framing.user_prefix, "bot_prefix": framing.bot_prefix, "stop": list(stop)}
 
@@ -345,7 +346,7 @@ def create_app(
                         "object": "model",
                         "created": server.created,
                         "owned_by": "chargen",
-                        "summary": generator.describe(),
+                        "summary": summary,
                         "info": info,
                         "chat": chat_defaults,
                     }

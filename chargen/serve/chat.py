@@ -5,14 +5,15 @@ user message is read as user prefix, line, newline, bot prefix; an answer stops 
 (one line for a line-mode model) unless `stop` says otherwise; a system message is read as it is,
 before the first turn. The prefixes come from the request (`user_prefix`, `bot_prefix`), else
 from `chargen serve --user-prefix/--bot-prefix`. A last message from the assistant is continued.
+Without `max_tokens`, an answer is up to 500 characters, as in `chargen chat`.
 
 With `"session": ID` (from POST /v1/sessions), the session keeps every message it has read and
 its state after each. A request reads from the state after the longest run of leading messages
 it shares with the session, so a conversation costs one turn's work per turn however long it
 grows, and a retry (the history without its last answer), an undo or an edit costs only the
 messages after the change. A history that shares no leading message with the session (or asks
-for other prefixes) starts the session afresh: it is answered as the same request without a
-session is, from a fresh state. The draw goes on from the session's random generator, seeded by
+for other prefixes) starts the session afresh, from its prime: a session made without one
+answers it as the same request without a session is answered. The draw goes on from the session's random generator, seeded by
 the first request's `seed` and again whenever a request names another seed; so a session fed
 `chargen chat`'s turns with its seed writes `chargen chat`'s answers, and a retry draws a new
 one. Without a session every message is read from a fresh state, each answer by its own seed
@@ -31,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chargen.chat.conversation import Framing, framing_for
+from chargen.config import SampleConfig
 from chargen.generate import Primed
 from chargen.serve.app import (
     MAX_PROMPT,
@@ -161,7 +163,7 @@ def route(server: Server):
         refuse_unsupported(data)
         messages = messages_of(data)
         framing, stop = framing_of(data, server)
-        config, n = sample_settings(data, cfg.completion_length)
+        config, n = sample_settings(data, SampleConfig.length)  # as long as `chargen chat` writes
         config = config if data.get("stop") is not None else replace(config, stop=stop)
         streaming = wants_stream(data)
         session = server.session(data["session"]) if "session" in data else None
