@@ -83,6 +83,10 @@ def test_a_chat_streams_retries_undoes_and_survives_a_reload(server, browser, tm
     assert "answer 2 of 2" in tab.text_content("#chat-log .pager")
     tab.click("#chat-log .pager .prev")
     assert answers(tab)[2] == said[2]
+    tab.click("#chat-more")
+    tab.wait_for_selector("#chat-send:not([disabled])")
+    longer = answers(tab)[2]
+    assert longer.startswith(said[2]) and len(longer) == len(said[2]) + 60  # continued where it stopped
 
     tab.click("#chat-undo")
     assert answers(tab) == said[:2] and tab.input_value("#chat-input") == LINES[2]
@@ -93,7 +97,7 @@ def test_a_chat_streams_retries_undoes_and_survives_a_reload(server, browser, tm
     assert tab.is_visible("#chat-log") and answers(tab) == said[:2]  # the conversation and its tab came back
     send(tab, "long live the king")
     assert stored(tab)["session"] == session and len(answers(tab)) == 3
-    assert httpx.get(f"{server}/v1/sessions/{session}").json()["text"].endswith(answers(tab)[2] + "")  # went on there
+    assert answers(tab)[2] in httpx.get(f"{server}/v1/sessions/{session}").json()["text"]  # it went on there
     assert seen == []
 
 
@@ -108,6 +112,12 @@ def test_the_server_stopped_mid_answer_shows_an_error(tiny_ckpt, browser, tmp_pa
         tab.fill("#chat-max_tokens", "20000")
         send(tab, "the king", wait=False)
         tab.wait_for_selector("#chat-log .msg.bot .text:not(:empty)")
+        tab.click("#chat-stop")  # Stop keeps what was written, as no error
+        tab.wait_for_selector("#chat-send:not([disabled])")
+        assert tab.text_content("#chat-status").startswith("stopped after") and not tab.query_selector(".msg.error")
+        assert answers(tab)[0]
+        send(tab, "the queen", wait=False)
+        tab.wait_for_selector("#chat-log .msg.bot:nth-child(4) .text:not(:empty)")
         proc.kill()
         proc.wait()
         tab.wait_for_selector("#chat-status.error", timeout=15_000)
@@ -127,7 +137,8 @@ def test_a_phone_has_no_sideways_scroll_and_the_scheme_follows_the_system(server
     for scheme in ("light", "dark"):
         tab, seen = opened(browser, server + "/", viewport={"width": 360, "height": 740}, color_scheme=scheme)
         tab.fill("#chat-max_tokens", "200")
-        send(tab, "the king " + "x" * 300)  # a long word must wrap, not widen the page
+        send(tab, "<b>the king</b> " + "x" * 300)  # a long word must wrap, not widen the page
+        assert tab.locator("#chat-log b").count() == 0 and "<b>the king</b>" in tab.text_content("#chat-log")
         assert tab.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
         for view in ("write", "score"):
             tab.click(f"#tab-{view}")

@@ -160,6 +160,15 @@ def test_a_chat_session_is_not_written_to_by_completions_and_one_answer_at_a_tim
     assert two.status_code == 400 and two.json()["error"]["param"] == "n"
 
 
+def test_characters_the_model_never_saw_are_named(client):
+    said = chat(client, messages=[{"role": "user", "content": "the king \u263a is <dead>"}], max_tokens=5)
+    assert said["unknown_characters"] == sorted("\u263a<>")
+    body = {"messages": [{"role": "user", "content": "\u263a"}], "stream": True, "max_tokens": 5}
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    assert events[0]["unknown_characters"] == ["\u263a"] and all("unknown_characters" not in e for e in events[1:])
+
+
 def test_n_answers_without_a_session_each_by_its_own_seed(client):
     choices = chat(client, messages=[{"role": "user", "content": "the"}], n=3, seed=2, max_tokens=30)["choices"]
     assert [c["index"] for c in choices] == [0, 1, 2] and len({c["message"]["content"] for c in choices}) > 1

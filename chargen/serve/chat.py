@@ -13,11 +13,12 @@ it shares with the session, so a conversation costs one turn's work per turn how
 grows, and a retry (the history without its last answer), an undo or an edit costs only the
 messages after the change. A history that shares no leading message with the session (or asks
 for other prefixes) starts the session afresh, from its prime: a session made without one
-answers it as the same request without a session is answered. The draw goes on from the session's random generator, seeded by
-the first request's `seed` and again whenever a request names another seed; so a session fed
-`chargen chat`'s turns with its seed writes `chargen chat`'s answers, and a retry draws a new
-one. Without a session every message is read from a fresh state, each answer by its own seed
-(seed, seed + 1, ... for n of them), an earlier answer read with the stop string it ended at.
+answers it as the same request without a session is answered. The draw goes on from the
+session's random generator, seeded by the first request's `seed` and again whenever a request
+names another seed; so a session fed `chargen chat`'s turns with its seed writes `chargen
+chat`'s answers, and a retry draws a new one. Without a session every message is read from a
+fresh state, each answer by its own seed (seed, seed + 1, ... for n of them), an earlier answer
+read with the stop string it ended at.
 """
 
 from __future__ import annotations
@@ -197,17 +198,22 @@ def route(server: Server):
             if session is not None:
                 end(session, chat, k, read, stream, going_on)
 
-        def body(kind: str, choices: list[dict]) -> dict:
+        unknown = sorted({c for said in read for c in said.after.unknown})  # left out of what the model read
+
+        def body(kind: str, choices: list[dict], first: bool = True) -> dict:
             out = {"id": key, "object": kind, "created": created, "model": cfg.model_name, "choices": choices}
-            return out | ({"session": data["session"]} if session is not None else {})
+            out |= {"session": data["session"]} if session is not None else {}
+            return out | ({"unknown_characters": unknown} if unknown and first else {})
 
         if streaming:
             begun: set[int] = set()
 
             def chunk(stream: Stream, piece: str, why: str | None) -> dict:
+                first = not begun  # the first event says what was left out
                 delta = {"content": piece} | ({} if stream.index in begun else {"role": "assistant"})
                 begun.add(stream.index)
-                return body("chat.completion.chunk", [{"index": stream.index, "delta": delta, "finish_reason": why}])
+                choice = {"index": stream.index, "delta": delta, "finish_reason": why}
+                return body("chat.completion.chunk", [choice], first)
 
             return event_stream(streams, finished, chunk)
         await whole(request, streams, finished)
