@@ -114,7 +114,7 @@ def test_the_server_stopped_mid_answer_shows_an_error(tiny_ckpt, browser, tmp_pa
         tab.wait_for_selector("#chat-log .msg.bot .text:not(:empty)")
         tab.click("#chat-stop")  # Stop keeps what was written, as no error
         tab.wait_for_selector("#chat-send:not([disabled])")
-        assert tab.text_content("#chat-status").startswith("stopped after") and not tab.query_selector(".msg.error")
+        assert tab.text_content("#chat-status").startswith("stopped after") and not tab.query_selector(".msg.broken")
         assert answers(tab)[0]
         send(tab, "the queen", wait=False)
         tab.wait_for_selector("#chat-log .msg.bot:nth-child(4) .text:not(:empty)")
@@ -122,7 +122,7 @@ def test_the_server_stopped_mid_answer_shows_an_error(tiny_ckpt, browser, tmp_pa
         proc.wait()
         tab.wait_for_selector("#chat-status.error", timeout=15_000)
         assert "server stopped answering" in tab.text_content("#chat-status")
-        assert tab.is_visible("#chat-log .msg.bot.error .note") and tab.is_enabled("#chat-send")
+        assert tab.is_visible("#chat-log .msg.bot.broken .note") and tab.is_enabled("#chat-send")
         tab.wait_for_selector("#model.error", timeout=15_000)  # the page's check on the server says so too
         tab.screenshot(path=str(tmp_path / "stopped.png"))
         assert "stopped answering" in tab.text_content("#model")
