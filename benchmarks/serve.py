@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -131,6 +132,7 @@ async def chats(url: str) -> None:
     firsts = sorted(1000 * first for times, _ in results for first, _ in times)
     p95 = firsts[min(len(firsts) - 1, int(0.95 * len(firsts)))]
     print(f"8 chats at once, 5 turns each: first character p50 {statistics.median(firsts):.0f} ms, p95 {p95:.0f} ms")
+    print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def main() -> None:
