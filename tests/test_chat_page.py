@@ -161,3 +161,22 @@ def test_the_inspect_tab_is_opened_before_its_request(server, browser):
     inspect = popup.value
     inspect.wait_for_selector("#surprisal-summary:has-text('bits/char')")
     assert tab.text_content("#summary") == "the inspect page is open in a new tab" and seen == []
+
+
+@pytest.mark.parametrize(
+    "events, says",
+    [
+        (['{"choices": [{"index": 0, "text": "the", "finish_reason": null}]}'], "broke off"),
+        (['{"choices": [{"index": 0, "text": "the", "finish_reason": "error"}]}', "[DONE]"], "finish_reason"),
+    ],
+)
+def test_a_stream_that_breaks_off_or_ends_in_error_is_an_error(server, browser, events, says):
+    """The engine's own faults are rare: the server's answer is played back here as the page would receive it."""
+    tab, seen = opened(browser, server + "/")
+    body = "".join(f"data: {e}\n\n" for e in events)
+    tab.route("**/v1/completions", lambda route: route.fulfill(body=body, content_type="text/event-stream"))
+    tab.click("#tab-write")
+    tab.click("#go")
+    tab.wait_for_selector("#go:not([disabled])")
+    assert tab.get_attribute("#status", "class") == "error" and says in tab.text_content("#status")
+    assert seen == []
