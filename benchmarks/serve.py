@@ -2,11 +2,15 @@
 
     python benchmarks/serve.py                  # the bundled model (2x384 LSTM)
     python benchmarks/serve.py -c CKPT
+    python benchmarks/serve.py --chat           # the chat figures only
 
 Starts `chargen serve` on a free port of 127.0.0.1 and measures, with streaming clients:
 1, 8 and 32 clients at once, each writing 1,000 characters (aggregate characters per second,
 the time to each client's first character, errors); then 1,000 short requests, 16 at a
-time, with the server's resident memory read from /proc before, during and after.
+time, with the server's resident memory read from /proc before, during and after. Then chat over
+sessions (/v1/chat/completions): a 50-turn chat, each turn 100 characters, its time per turn
+(and turn 50 again without the session, re-reading the whole history); and 8 chats at once,
+5 turns each, the time to each answer's first character.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -82,9 +87,58 @@ async def many(url: str, pid: int, requests: int, at_once: int) -> list[tuple[in
     return marks
 
 
+CHAT = {"max_tokens": 100, "temperature": 0.8, "stop": ["\x00"], "stream": True}  # 100 characters every turn
+
+
+async def turn(client: httpx.AsyncClient, url: str, messages: list, **body) -> tuple[float, float, str]:
+    """(seconds to the first character, seconds in all, the answer) of one streamed chat turn."""
+    start, first, answer = time.perf_counter(), None, ""
+    async with client.stream("POST", url + "/v1/chat/completions", json={**CHAT, "messages": messages, **body}) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if line.startswith("data: {"):
+                piece = json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+                if piece and first is None:
+                    first = time.perf_counter() - start
+                answer += piece
+    return first or float("nan"), time.perf_counter() - start, answer
+
+
+async def chat(client: httpx.AsyncClient, url: str, turns: int, seed: int) -> tuple[list[tuple[float, float]], list]:
+    """A chat of `turns` turns in a session of its own: (first character, whole turn) seconds per turn, and the
+    messages."""
+    session = (await client.post(url + "/v1/sessions", json={})).json()["id"]
+    messages, times = [], []
+    for k in range(turns):
+        messages.append({"role": "user", "content": f"ROMEO:\nWhat say you to this, my {k}th question?"})
+        first, whole, answer = await turn(client, url, messages, session=session, seed=seed)
+        messages.append({"role": "assistant", "content": answer})
+        times.append((first, whole))
+    return times, messages
+
+
+async def chats(url: str) -> None:
+    async with httpx.AsyncClient(timeout=600) as client:
+        times, messages = await chat(client, url, 50, 1)
+        again = await turn(client, url, messages[:-1], seed=1)  # turn 50 without the session: the history re-read
+    ms = [1000 * whole for _, whole in times]
+    print(f"\n50-turn chat over a session, 100 characters a turn: turn 1 {ms[0]:.0f} ms, turn 5 {ms[4]:.0f} ms, "
+          f"turn 25 {ms[24]:.0f} ms, turn 50 {ms[49]:.0f} ms (turn 50 / turn 5: {ms[49] / ms[4]:.2f}x; "
+          f"median of turns 5-50 {statistics.median(ms[4:]):.0f} ms); turn 50 without the session, "
+          f"reading the {sum(len(m['content']) for m in messages[:-1]):,} characters of history: "
+          f"{1000 * again[1]:.0f} ms")  # fmt: skip
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=8)) as client:
+        results = await asyncio.gather(*(chat(client, url, 5, i) for i in range(8)))
+    firsts = sorted(1000 * first for times, _ in results for first, _ in times)
+    p95 = firsts[min(len(firsts) - 1, int(0.95 * len(firsts)))]
+    print(f"8 chats at once, 5 turns each: first character p50 {statistics.median(firsts):.0f} ms, p95 {p95:.0f} ms")
+    print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--checkpoint", default="shakespeare")
+    ap.add_argument("--chat", action="store_true", help="measure the chat figures only")
     args = ap.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -100,6 +154,9 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         asyncio.run(concurrent(url, 2, 50))  # warm up
+        if args.chat:
+            asyncio.run(chats(url))
+            return
         print("| clients | complete | errors | aggregate chars/s | first char p50 | first char p95 |")
         print("|---|---|---|---|---|---|")
         rows = [asyncio.run(concurrent(url, n, 1000)) for n in (1, 8, 32)]
@@ -111,6 +168,7 @@ def main() -> None:
         print(f"\n32 clients: {rows[2]['chars_per_s'] / rows[0]['chars_per_s']:.1f}x the throughput of one")
         marks = asyncio.run(many(url, server.pid, 1008, 16))
         print("server RSS after N requests: " + ", ".join(f"{n}: {mb:.0f} MB" for n, mb in marks))
+        asyncio.run(chats(url))
     finally:
         server.terminate()
         server.wait(timeout=30)

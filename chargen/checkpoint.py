@@ -301,6 +301,29 @@ class ModelCheckpoint:
         best = f", best val {self.best_val:.3f} nats/char" if self.best_val is not None else ""
         return f"{self.model_config.summary()}, {self.parameters:,} parameters, trained on {self.corpus.name}{best}"
 
+    def summary(self) -> dict:
+        """What `chargen info --json` says of it: configs, vocabulary, parameters, steps, best validation loss."""
+        best, t = self.best_val, self.train_config
+        return {
+            "checkpoint": str(self.path),  # a bundled model's name becomes its file
+            "format_version": VERSION,
+            "corpus": asdict(self.corpus),
+            "tokenizer": {"kind": self.tokenizer.kind, "vocab_size": self.vocab_size},
+            "parameters": self.parameters,
+            "model": self.model_config.to_dict(),
+            "train": t.to_dict(),
+            "step": self.position.step,
+            "epoch": self.epochs,
+            "elapsed_s": round(self.position.elapsed, 1),
+            "best_val_loss": None if best is None else round(best, 5),
+            "best_val_bpc": None if best is None else round(best / math.log(2), 5),
+            "weights": "average" if self.averaged else "trained",
+            "lineage": self.lineage,
+            "lines": None
+            if self.lines is None
+            else {"state": t.line_state, "train": len(self.lines.train), "val": len(self.lines.val)},
+        }
+
     def to_dict(self) -> dict:
         return {
             "model_config": self.model_config.to_dict(),

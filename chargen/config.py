@@ -431,6 +431,10 @@ class ServeConfig(_Plain):
     """Seconds a session may sit idle before it expires (--session-ttl)."""
     model_name: str = "chargen"
     """The model's name in /v1/models and in each response."""
+    user_prefix: str = ""
+    """Put before each user message of a chat request that sends none, e.g. "ROMEO:\\n" (--user-prefix)."""
+    bot_prefix: str = ""
+    """Put before each answer of a chat request that sends none, e.g. "JULIET:\\n" (--bot-prefix)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -307,6 +307,18 @@ def test_sessions_are_capped_and_expire(model):
         assert c.get(f"/v1/sessions/{a}").status_code == 404  # idle past its time
 
 
+def test_an_inspect_page_by_link_opens_where_a_tab_can_go_without_a_key(model):
+    with TestClient(create_app(model, ServeConfig(api_key="k"), inspector=inspect.maker(model))) as c:
+        key = {"Authorization": "Bearer k"}
+        made = c.post("/v1/inspect", json={"text": "the king is dead", "link": True}, headers=key)
+        assert made.status_code == 201 and made.json()["url"].startswith("/inspect/")
+        page = c.get(made.json()["url"])  # no key: the link's own key is the pass
+        assert page.status_code == 200 and read_page(page.text)["text"] == "the king is dead"
+        assert c.get("/inspect/guessed").status_code == 404
+        bad = c.post("/v1/inspect", json={"text": "the king", "link": "yes"}, headers=key)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "link"
+
+
 def test_scores_sum_to_the_eval_figure(client, model):
     text = "the queen and all her men shall ride at dawn"
     result = client.post("/v1/score", json={"text": text, "top_k": 3}).json()
@@ -321,9 +333,8 @@ def test_scores_sum_to_the_eval_figure(client, model):
 # -- a real server ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def serving(ckpt):
-    """`chargen serve -c ckpt` in a real process on a free port: its URL, until the block ends (then Ctrl-C)."""
+def start_server(ckpt) -> tuple[subprocess.Popen, str]:
+    """`chargen serve -c ckpt` in a real process on a free port, answering: the process and its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -341,6 +352,13 @@ def serving(ckpt):
     else:
         proc.kill()
         pytest.fail(proc.stderr.read())
+    return proc, url
+
+
+@contextmanager
+def serving(ckpt):
+    """`chargen serve -c ckpt` in a real process on a free port: its URL, until the block ends (then Ctrl-C)."""
+    proc, url = start_server(ckpt)
     try:
         yield url
     finally:

@@ -42,6 +42,15 @@ class Framing:
     start: str = ""  # read before the first turn: a line-mode model's line boundary
 
 
+def framing_for(generator: Generator, user_prefix: str = "", bot_prefix: str = "") -> tuple[Framing, tuple[str, ...]]:
+    """How a chat with `generator`'s model is framed and where an answer stops, unless told otherwise: a line-mode
+    model (a list) reads the first turn after a line boundary and answers one line; a model of plays or prose
+    answers until a blank line (a play's prefixes name its speakers, e.g. "ROMEO:\\n" and "JULIET:\\n")."""
+    if generator.line_state is not None:
+        return Framing(user_prefix, bot_prefix, "\n"), ("\n",)
+    return Framing(user_prefix, bot_prefix), CHAT_STOP
+
+
 def chats_dir() -> Path:
     home = os.environ.get("CHARGEN_HOME") or os.path.join(
         os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "chargen"

@@ -45,13 +45,13 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
     """
     from dataclasses import replace
 
-    from chargen.chat.conversation import Conversation, Framing
+    from chargen.chat.conversation import Conversation, framing_for
     from chargen.chat.repl import Repl
-    from chargen.config import CHAT_STOP, unescape
+    from chargen.config import unescape
     from chargen.generate import Generator
 
     sampling_stop = bool(sampling["stop"])
-    config = sample_config(sampling, default_stop=CHAT_STOP)
+    config = sample_config(sampling)
     learning = learn_config(sampling, learn, "--learn")
     generator = Generator.load(resolve_checkpoint(checkpoint), device)
     learner = None
@@ -59,10 +59,8 @@ def chat(checkpoint, user_prefix, bot_prefix, learn, device, **sampling) -> None
         from chargen.dynamic import Learner
 
         learner = Learner(generator.model, learning)  # this session's copy of the weights; the file stays
-    framing = Framing(unescape(user_prefix), unescape(bot_prefix))
-    if generator.line_state is not None:  # a list: a line in, a line out, the first after a line boundary
-        framing.start = "\n"
-        config = config if sampling_stop else replace(config, stop=("\n",))
+    framing, stop = framing_for(generator, unescape(user_prefix), unescape(bot_prefix))
+    config = config if sampling_stop else replace(config, stop=stop)
     conversation = Conversation(generator, config, framing, learner=learner)
 
     def describe() -> str:  # a conversation loaded from a file saved while learning learns on

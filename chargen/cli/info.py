@@ -19,31 +19,11 @@ def info(checkpoint, as_json) -> None:
     \b
       chargen info checkpoints/tinyshakespeare/best.pt
     """
-    from dataclasses import asdict
-
     from chargen import checkpoint as ckpt
 
     saved = ckpt.read(checkpoint)
     best, m, t = saved.best_val, saved.model_config, saved.train_config
-    summary = {
-        "checkpoint": str(saved.path),  # a bundled model's name becomes its file
-        "format_version": ckpt.VERSION,
-        "corpus": asdict(saved.corpus),
-        "tokenizer": {"kind": saved.tokenizer.kind, "vocab_size": saved.vocab_size},
-        "parameters": saved.parameters,
-        "model": m.to_dict(),
-        "train": t.to_dict(),
-        "step": saved.position.step,
-        "epoch": saved.epochs,
-        "elapsed_s": round(saved.position.elapsed, 1),
-        "best_val_loss": None if best is None else round(best, 5),
-        "best_val_bpc": None if best is None else round(best / math.log(2), 5),
-        "weights": "average" if saved.averaged else "trained",
-        "lineage": saved.lineage,
-        "lines": None
-        if saved.lines is None
-        else {"state": t.line_state, "train": len(saved.lines.train), "val": len(saved.lines.val)},
-    }
+    summary = saved.summary()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

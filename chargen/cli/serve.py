@@ -28,9 +28,12 @@ S = ServeConfig
               help="Sessions kept; at the cap the least recently used idle one is dropped.")  # fmt: skip
 @click.option("--session-ttl", type=click.FloatRange(min=1), default=S.session_ttl, show_default=True,
               help="Seconds a session may sit idle before it expires.")  # fmt: skip
+@click.option("--user-prefix", default=S.user_prefix, help='Chat: put before each user message, e.g. "ROMEO:\\n".')
+@click.option("--bot-prefix", default=S.bot_prefix, help='Chat: put before each answer, e.g. "JULIET:\\n".')
 @device_option
 @click.pass_context
-def serve(ctx, checkpoint, host, port, api_key, api_key_file, max_sessions, session_ttl, device) -> None:
+def serve(ctx, checkpoint, host, port, api_key, api_key_file, max_sessions, session_ttl, user_prefix, bot_prefix,
+          device) -> None:  # fmt: skip
     """Serve a model over HTTP, with a page to write with it at http://HOST:PORT/.
 
     \b
@@ -41,6 +44,7 @@ def serve(ctx, checkpoint, host, port, api_key, api_key_file, max_sessions, sess
     import uvicorn
 
     from chargen.cli import console
+    from chargen.config import unescape
     from chargen.generate import Generator
     from chargen.inspect.page import maker
     from chargen.serve.app import create_app
@@ -57,7 +61,8 @@ def serve(ctx, checkpoint, host, port, api_key, api_key_file, max_sessions, sess
     path = resolve_checkpoint(checkpoint)
     generator = Generator.load(path, device)
     name = path.parent.name if path.stem in ("best", "last") else path.stem  # checkpoints/NAME/best.pt: NAME
-    settings = dict(api_key=api_key or None, max_sessions=max_sessions, session_ttl=session_ttl, model_name=name)
+    settings = dict(api_key=api_key or None, max_sessions=max_sessions, session_ttl=session_ttl, model_name=name,
+                    user_prefix=unescape(user_prefix), bot_prefix=unescape(bot_prefix))  # fmt: skip
     config = ServeConfig(host, port, **settings)
     # served on this machine only, it answers requests for this machine only (a page elsewhere cannot rebind a name)
     app = create_app(generator, config, inspector=maker(generator), hosts=LOOPBACK if local else None)

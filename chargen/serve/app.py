@@ -7,11 +7,14 @@ Routes (JSON in and out; errors are `{"error": {"message", "type", "param"}}` wi
     POST /v1/completions         prompt, max_tokens (characters), temperature, top_p, top_k, min_p,
                                  presence_penalty, frequency_penalty, repeat_penalty, stop, seed, n,
                                  stream (server-sent events), session
+    POST /v1/chat/completions    messages, read through the chat framing, and the same settings
+                                 (chargen/serve/chat.py)
     POST /v1/sessions            a session, optionally primed; a completion naming it continues
                                  from its state and leaves the state after its text there
     GET/DELETE /v1/sessions/ID
     POST /v1/score               per-character surprisal (bits), rank and the model's top guesses
-    POST /v1/inspect             text (and chars): the page of `chargen inspect` for it, as HTML
+    POST /v1/inspect             text (and chars): the page of `chargen inspect` for it, as HTML; with
+                                 link, {"url": "/inspect/KEY"}, where a tab can open it (for 10 minutes)
     GET  /                       the page (chargen/serve/page.html)
 
 Sessions expire after `session_ttl` seconds idle; at `max_sessions` the least recently used
@@ -31,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -40,16 +44,21 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from chargen import pages
+from chargen.chat.conversation import framing_for
 from chargen.config import INSPECT_CHARS, INSPECT_MAX_CHARS, MAX_SEED, SampleConfig, ServeConfig
 from chargen.errors import ChargenError, SettingError
 from chargen.generate import Generator, Primed
 from chargen.score import surprisal
 from chargen.serve.engine import Engine, Stream
 
+if TYPE_CHECKING:
+    from chargen.serve.chat import Chat
+
 MAX_BODY = 1 << 20  # bytes of a request body
 MAX_PROMPT = 100_000  # characters of a prompt, a prime or a text to score
 MAX_TOKENS = 20_000  # characters one completion may ask for
 MAX_N = 16
+INSPECT_KEPT, INSPECT_KEPT_S = 16, 600.0  # inspect pages kept to open by link, and for how many seconds
 
 
 class RequestError(Exception):
@@ -72,6 +81,7 @@ class Session:
     text: str
     used: float
     busy: bool = False
+    chat: Chat | None = None  # the messages it has read, once a chat request has used it
 
     def complete(self, prompt: str, stream: Stream) -> None:
         """After a completion in this session: the state it ended in and the text that state has read, the stop
@@ -136,8 +146,41 @@ class Server:
         return streams
 
 
-async def read_body(request: Request) -> dict:
-    """The request's JSON object; a RequestError for a body that is not one (or not sent as one)."""
+def wants_stream(data: dict) -> bool:
+    """The request's `stream`: true or false (absent: false)."""
+    value = data.get("stream", False)
+    if not isinstance(value, bool):
+        raise RequestError(400, f"stream must be true or false, not {value!r}", "stream")
+    return value
+
+
+def event_stream(streams: list[Stream], finished: Callable[[Stream], None], chunk) -> StreamingResponse:
+    """The streams as server-sent events: `chunk(stream, text, finish_reason)` per piece of text, one with each
+    stream's finish reason, then [DONE]; `finished(streams[0])` once they end or the client leaves (which cancels
+    the generator: its streams leave the engine at the next step)."""
+
+    async def events():
+        try:
+            left, queue = len(streams), streams[0].queue
+            while left:
+                items = [await queue.get()]
+                while not queue.empty():  # what came meanwhile goes out in one event per stream
+                    items.append(queue.get_nowait())
+                for stream, text, why in merged(items):
+                    left -= why is not None
+                    yield f"data: {json.dumps(chunk(stream, text, why))}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            for s in streams:
+                s.cancelled = s.cancelled or s.finish is None
+            finished(streams[0])
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> dict:
+    """The request's JSON object of at most `limit` bytes; a RequestError for a body that is not one (or not sent
+    as one)."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if kind != "application/json":  # a form or text/plain body may come from a page elsewhere, unasked
         raise RequestError(415, f"the body must be sent as application/json, not {kind}", kind="invalid_request_error")
@@ -145,8 +188,8 @@ async def read_body(request: Request) -> dict:
     try:
         async for chunk in request.stream():
             body += chunk
-            if len(body) > MAX_BODY:
-                raise RequestError(413, f"the request body is over {MAX_BODY:,} bytes: send less text")
+            if len(body) > limit:
+                raise RequestError(413, f"the request body is over {limit:,} bytes: send less text")
     except ClientDisconnect:
         raise RequestError(400, "the client left before its request was whole") from None
     try:
@@ -262,6 +305,8 @@ def create_app(
     """The ASGI app serving `generator`'s model; `inspector(text, chars)` makes the inspect page of a text under it
     (the CLI passes `chargen.inspect.page.maker(generator)`; without it, /v1/inspect answers 404). With `hosts`,
     a request whose Host header names another is refused."""
+    from chargen.serve import chat  # which builds on this module
+
     server = Server(generator, config)
     cfg = server.config
 
@@ -286,11 +331,26 @@ def create_app(
         status = {"streams": engine.streams, "peak_streams": engine.peak, "steps": engine.steps}
         return JSONResponse({"status": "ok", "model": cfg.model_name, **status, "sessions": len(server.sessions)})
 
+    info = None if generator.checkpoint is None else generator.checkpoint.summary()  # as chargen info says
+    summary = generator.describe() if generator.checkpoint is None else generator.checkpoint.describe()  # no path
+    framing, stop = framing_for(generator, cfg.user_prefix, cfg.bot_prefix)
+    chat_defaults = {"user_prefix": framing.user_prefix, "bot_prefix": framing.bot_prefix, "stop": list(stop)}
+
     async def models(request: Request) -> Response:
         return JSONResponse(
             {
                 "object": "list",
-                "data": [{"id": cfg.model_name, "object": "model", "created": server.created, "owned_by": "chargen"}],
+                "data": [
+                    {
+                        "id": cfg.model_name,
+                        "object": "model",
+                        "created": server.created,
+                        "owned_by": "chargen",
+                        "summary": summary,
+                        "info": info,
+                        "chat": chat_defaults,
+                    }
+                ],
             }
         )
 
@@ -299,8 +359,11 @@ def create_app(
         prompt = text_field(data, "prompt", required="session" not in data)
         refuse_unsupported(data)
         config, n = sample_settings(data, cfg.completion_length)
+        streaming = wants_stream(data)
         session = server.session(data["session"]) if "session" in data else None
         if session is not None:
+            if session.chat is not None:
+                raise RequestError(409, "the session holds a chat: go on with it at /v1/chat/completions", "session")
             if session.busy:
                 raise RequestError(409, "the session is writing a completion already: wait for it", "session")
             if n != 1:
@@ -319,20 +382,17 @@ def create_app(
             if session is not None:
                 session.complete(prompt, stream)
 
-        if data.get("stream", False) is not False and data.get("stream") is not True:
-            raise RequestError(400, f"stream must be true or false, not {data['stream']!r}", "stream")
-        if data.get("stream"):
-            return StreamingResponse(
-                events(key, streams, finished, primed.unknown),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
-        try:
-            await watch(request, streams)
-        finally:
-            for s in streams:
-                s.cancelled = s.cancelled or s.finish is None
-            finished(streams[0])
+        if streaming:
+            unknown = primed.unknown
+
+            def chunk(stream: Stream, text: str, why: str | None) -> dict:
+                nonlocal unknown
+                choice = {"text": text, "index": stream.index, "logprobs": None, "finish_reason": why}
+                body, unknown = completion(key, [choice], unknown), []  # said once, in the first event
+                return body
+
+            return event_stream(streams, finished, chunk)
+        await whole(request, streams, finished)
         choices = [
             {"text": "".join(s.text), "index": i, "logprobs": None, "finish_reason": s.finish}
             for i, s in enumerate(streams)
@@ -349,26 +409,6 @@ def create_app(
     def usage(prompt: str, streams: list[Stream]) -> dict:
         written = sum(len("".join(s.text)) for s in streams)
         return {"prompt_tokens": len(prompt), "completion_tokens": written, "total_tokens": len(prompt) + written}
-
-    async def events(key: str, streams: list[Stream], finished, unknown: list[str]):
-        """Server-sent events: a chunk per piece of text, one with each stream's finish reason, then [DONE].
-        A client that goes away cancels this generator: its streams leave the engine at the next step."""
-        try:
-            left, queue = len(streams), streams[0].queue
-            while left:
-                items = [await queue.get()]
-                while not queue.empty():  # what came meanwhile goes out in one event per stream
-                    items.append(queue.get_nowait())
-                for stream, text, why in merged(items):
-                    left -= why is not None
-                    choice = {"text": text, "index": stream.index, "logprobs": None, "finish_reason": why}
-                    yield f"data: {json.dumps(completion(key, [choice], unknown))}\n\n"
-                    unknown = []  # said once, in the first event
-            yield "data: [DONE]\n\n"
-        finally:
-            for s in streams:
-                s.cancelled = s.cancelled or s.finish is None
-            finished(streams[0])
 
     async def create_session(request: Request) -> Response:
         data = await read_body(request)
@@ -406,7 +446,32 @@ def create_app(
             )
         if len(text) < 2:
             raise RequestError(400, "text must hold at least two characters", "text")
-        return HTMLResponse(await asyncio.to_thread(inspector, text, chars))
+        link = data.get("link", False)
+        if not isinstance(link, bool):
+            raise RequestError(400, f"link must be true or false, not {link!r}", "link")
+        made = await asyncio.to_thread(inspector, text, chars)
+        if not link:
+            return HTMLResponse(made)
+        now = time.monotonic()
+        for key in [k for k, (when, _) in linked.items() if now - when > INSPECT_KEPT_S]:
+            del linked[key]
+        while len(linked) >= INSPECT_KEPT:
+            linked.popitem(last=False)
+        key = secrets.token_urlsafe(16)
+        linked[key] = (now, made)
+        return JSONResponse({"url": f"/inspect/{key}"}, status_code=201)
+
+    linked: OrderedDict[str, tuple[float, str]] = OrderedDict()  # inspect pages to open by link: when made, page
+
+    async def inspect_page(request: Request) -> Response:
+        """An inspect page made with `link`: a document of its own, under its own policy (a page opened from the
+        server's page as a blob would run under the server page's policy, which refuses the inspect page's script).
+        Its unguessable key is what lets a tab open it, with no API key to send."""
+        found = linked.get(request.path_params["key"])
+        if found is None or time.monotonic() - found[0] > INSPECT_KEPT_S:
+            message = "there is no such inspect page (they are kept 10 minutes): make it again"
+            return RequestError(404, message, kind="not_found_error").response()
+        return HTMLResponse(found[1])
 
     html = pages.template(__package__)
     policy = (
@@ -430,7 +495,7 @@ def create_app(
         if status == 405:
             message = f"{where}: this route does not take {request.method}"
         else:
-            routes = "/v1/completions, /v1/sessions, /v1/score, /v1/inspect and /v1/models"
+            routes = "/v1/completions, /v1/chat/completions, /v1/sessions, /v1/score, /v1/inspect and /v1/models"
             message = f"{where}: there is no such route; the API is {routes}"
         kind = "not_found_error" if status == 404 else "invalid_request_error"
         return RequestError(status, message, kind=kind).response()
@@ -443,10 +508,12 @@ def create_app(
             Route("/health", guarded(health)),
             Route("/v1/models", guarded(models)),
             Route("/v1/completions", guarded(completions), methods=["POST"]),
+            Route("/v1/chat/completions", guarded(chat.route(server)), methods=["POST"]),
             Route("/v1/sessions", guarded(create_session), methods=["POST"]),
             Route("/v1/sessions/{key}", guarded(one_session), methods=["GET", "DELETE"]),
             Route("/v1/score", guarded(score), methods=["POST"]),
             Route("/v1/inspect", guarded(inspect), methods=["POST"]),
+            Route("/inspect/{key}", inspect_page),
         ],
         lifespan=lifespan,
     )
@@ -465,6 +532,16 @@ def merged(items: list[tuple[Stream, str | None]]) -> list[tuple[Stream, str, st
         else:
             entry[1] += piece
     return [tuple(entry) for entry in out.values()]
+
+
+async def whole(request: Request, streams: list[Stream], finished: Callable[[Stream], None]) -> None:
+    """Wait for `streams` to end (or their client to leave), then `finished(streams[0])`."""
+    try:
+        await watch(request, streams)
+    finally:
+        for s in streams:
+            s.cancelled = s.cancelled or s.finish is None
+        finished(streams[0])
 
 
 async def watch(request: Request, streams: list[Stream]) -> None:
