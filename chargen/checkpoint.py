@@ -15,6 +15,7 @@ single layer is built. This module alone knows the layout: everything else reads
 
 from __future__ import annotations
 
+import builtins
 import functools
 import hashlib
 import importlib.util
@@ -131,6 +132,8 @@ def _names_code(refusal: str) -> bool:
     if found is None:
         return False
     parts = found.group(1).strip(".").split(".")
+    if len(parts) == 1:  # torch names a builtin by itself: GLOBAL print, GLOBAL eval
+        return hasattr(builtins, parts[0])
     for i in range(len(parts) - 1, 0, -1):  # the longest module first: torch._utils then _rebuild_tensor_v2
         module, names = ".".join(parts[:i]), parts[i:]
         if module in sys.modules:
