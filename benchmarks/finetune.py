@@ -33,11 +33,9 @@ BUDGETS = ("1m", "5m")
 WAYS = {"scratch": [], "from": ["--from", "shakespeare"]}
 TUNE_STEPS = "800"  # about a minute of a 2x384 on a 2-core CPU
 TUNE = {  # the schedules tried on `tune`, each from the bundled model
-    "lr0.006": ["--lr", "6e-3", "--warmup", "50"],  # what --size auto gives a 2x384 trained from scratch on a CPU
-    "lr0.002-warmup10": ["--lr", "2e-3", "--warmup", "10"],
+    "lr0.006": ["--lr", "6e-3", "--warmup", "50"],  # what --size auto gives a 2x384 on a CPU, from scratch or not
+    "lr0.002-warmup10": ["--lr", "2e-3", "--warmup", "10"],  # gentler peaks, as fine-tuning recipes often use
     "lr0.001-warmup10": ["--lr", "1e-3", "--warmup", "10"],
-    "lr0.0005-warmup10": ["--lr", "5e-4", "--warmup", "10"],
-    "lr0.001": ["--lr", "1e-3", "--warmup", "50"],
 }
 
 

@@ -27,9 +27,6 @@ TOKENIZERS = ("char", "sp")
 SP_MODELS = ("unigram", "bpe")
 LINE_STATES = ("carry", "reset")
 SIZES = ("auto", "fixed")
-# A fine-tuned run's schedule (`chargen train --from`) unless given: a lower peak and a short warm-up, so the first
-# steps keep what the parent knows. Chosen on a text no benchmark reports (benchmarks/finetune.py tune, RESULTS.md).
-FINE_TUNE = {"lr": 1e-3, "warmup": 10}
 DEFAULT_TIME = "5m"  # the budget of a run given no --steps, --epochs or --time
 CHAT_STOP = ("\n\n",)  # a chat answer ends at a blank line unless told otherwise
 MAX_LAYERS, MAX_WIDTH = 64, 1 << 16  # far beyond any model that trains in a day, and a bound on what a file may ask

@@ -14,7 +14,6 @@ from chargen.config import (
     DEVICES,
     EVAL_EVERY,
     EVALS,
-    FINE_TUNE,
     LINE_STATES,
     SIZES,
     SP_MODELS,
@@ -52,8 +51,8 @@ def _duration(ctx, param, value):
     "parent",
     type=click.Path(dir_okay=False),
     help="Start from this model (a checkpoint, or shakespeare for the bundled one): a new run that keeps its shape "
-    f"and vocabulary, adds this text's new characters, and trains with a gentler schedule (lr {FINE_TUNE['lr']:g}, "
-    f"warm-up {FINE_TUNE['warmup']}) unless --lr or --warmup say otherwise.",
+    "and vocabulary, adds this text's new characters and records where it came from; the rest is chosen as for a "
+    "run from scratch.",
 )
 @click.option(
     "--size",

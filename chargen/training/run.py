@@ -9,7 +9,7 @@ and any model or training settings by name) into a ready `Trainer`:
   values, and budget settings replace the run's budget (counted from the run's start);
 - a fine-tuned run (`parent`, `--from`) is a new run whose weights start as the parent's: it keeps the
   parent's shape and tokenizer (a setting that disagrees is refused), grows a char vocabulary by the
-  text's new characters, starts with FINE_TUNE's gentler schedule, and records its lineage;
+  text's new characters, and records its lineage;
 - a new run never replaces another run's checkpoints: the default folder moves on to
   `checkpoints/<name>-2/` (and so on), and a folder given with `out` that holds a run is
   refused unless `overwrite` is set;
@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from chargen import checkpoint
-from chargen.config import FINE_TUNE, ModelConfig, TrainConfig, as_path
+from chargen.config import ModelConfig, TrainConfig, as_path
 from chargen.errors import ChargenError, CheckpointError, SettingError
 from chargen.training import finetune
 from chargen.training.distributed import setup
@@ -92,7 +92,7 @@ def prepare(
         finetune.check_kept(base, settings, str(parent))
         model_config = finetune.shape_of(base, settings)
         kept = {k: getattr(base.train_config, k) for k in finetune.TOKENIZING}
-        config = TrainConfig(**{**kept, **FINE_TUNE, **{k: v for k, v in settings.items() if k in TRAIN_SETTINGS}})
+        config = TrainConfig(**{**kept, **{k: v for k, v in settings.items() if k in TRAIN_SETTINGS}})
     else:
         model_config = ModelConfig(**{k: v for k, v in settings.items() if k in MODEL_SETTINGS})
         config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
@@ -192,7 +192,7 @@ def fine_tune_sized(data, model_config: ModelConfig, config: TrainConfig, given:
         steps=config.steps,
         epochs=config.epochs,
         time=config.time,
-        speed=lambda settings: measure(data, {**shape, "lr": config.lr, **settings}, model_config, config),
+        speed=lambda settings: measure(data, {**shape, **settings}, model_config, config),
     )
     reporter.note(f"--size auto chose, for fine-tuning, {choice.why}")
     model_keys = set(MODEL_SETTINGS)

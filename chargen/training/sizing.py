@@ -246,15 +246,16 @@ def fine_tuning(
     time: float | None,
     speed,
 ) -> Choice:
-    """What `--size auto` chooses for a fine-tuned run, whose shape is its parent's: the batch of the ladder's
-    rung of that shape on this kind of device (the defaults when none is), and the regularisers and patience
+    """What `--size auto` chooses for a fine-tuned run, whose shape is its parent's: the batch and lr of the ladder's
+    rung of that shape on this kind of device (the defaults when none is), as a run from scratch would train it (a
+    gentler lr learnt less: benchmarks/RESULTS.md, "Fine-tuning"), and the regularisers and patience
     for the epochs the budget reads (for a time budget, at the speed `speed(settings)` measures)."""
     import time as _time
 
     from chargen.config import TrainConfig
 
     rung = next((c for c in ladder(kind_of(device_type)) if (c.layers, c.hidden) == (layers, hidden)), None)
-    batch = {k: getattr(rung or TrainConfig(), k) for k in ("batch_size", "seq_len")}
+    batch = {k: getattr(rung or TrainConfig(), k) for k in ("batch_size", "seq_len", "lr")}
     chosen = {k: v for k, v in batch.items() if k not in given}
     settings = {**batch, **{k: v for k, v in given.items() if k in MODEL_KEYS + TRAIN_KEYS}}
     tokens_per_step = settings["batch_size"] * settings["seq_len"]
@@ -271,7 +272,7 @@ def fine_tuning(
     if "patience" not in given and run_epochs > PATIENCE_EPOCHS:
         chosen["patience"] = PATIENCE
     spent = _time.perf_counter() - started
-    why = f"batch {settings['batch_size']} x {settings['seq_len']}" + _regularised(chosen)
+    why = f"batch {settings['batch_size']} x {settings['seq_len']}, lr {settings['lr']:g}" + _regularised(chosen)
     reads_as = f"this {device_type.upper()} trains it at ~{_short(rate)} chars/s, so" if rate else "the budget is"
     why += f": {reads_as} ~{_short(min(reads))} characters, {run_epochs:.1f} epochs of this corpus"
     return Choice(chosen, why, spent, rate)
