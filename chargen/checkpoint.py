@@ -409,8 +409,15 @@ def save_model(ckpt: ModelCheckpoint, path: str | os.PathLike) -> None:
 
 def read(path: str | os.PathLike) -> ModelCheckpoint:
     """The model checkpoint at `path` (or the bundled model of that name), verified and typed."""
-    path = locate(path)
-    return ModelCheckpoint.from_dict(load(path, kind="model"), path)
+    found = locate(path)
+    try:
+        return ModelCheckpoint.from_dict(load(found, kind="model"), found)
+    except CheckpointError as e:
+        if str(path) in BUNDLED and found.exists() and found == as_path("path", path):  # a local name came first
+            raise CheckpointError(
+                f"{e}; note that ./{path} here hides the bundled model {path}: rename it, or run chargen elsewhere"
+            ) from None
+        raise
 
 
 def _field(data: dict, key: str, kind: type):

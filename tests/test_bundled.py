@@ -36,6 +36,16 @@ def test_a_model_of_ones_own_wins(tmp_path, tiny_ckpt):
     assert shown["model"] == mine["model"] and shown["parameters"] == mine["parameters"]  # the tiny model, not 2x384
 
 
+@pytest.mark.parametrize("local", ["folder", "text"])
+def test_a_local_file_or_folder_that_hides_the_bundled_name_is_named_in_the_error(tmp_path, local):
+    hiding = tmp_path / "shakespeare"
+    hiding.mkdir() if local == "folder" else hiding.write_text("my own notes on the plays\n")
+    result = run("sample", "-c", "shakespeare", "-l", 5, cwd=tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "./shakespeare here hides the bundled model shakespeare" in result.stderr and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_named_in_python_and_by_info():
     model = chargen.load("shakespeare", "cpu")
     assert "".join(model.generate("ROMEO:", length=30, seed=1))

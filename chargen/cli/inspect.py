@@ -16,7 +16,7 @@ from chargen.config import INSPECT_CHARS, INSPECT_UNITS
     "-c",
     "--checkpoint",
     "checkpoints",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     multiple=True,
     help="Checkpoint to inspect; give -c again for models whose look-back curves share the plot "
     "[default: the newest best.pt under checkpoints/, else the bundled model]",

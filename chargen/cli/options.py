@@ -14,7 +14,7 @@ def checkpoint_option(f):
     return click.option(
         "-c",
         "--checkpoint",
-        type=click.Path(dir_okay=False),
+        type=click.Path(),  # a folder is refused by the loader, which also says when it hides a bundled model
         help="Checkpoint to load, or 'shakespeare' for the bundled model  [default: the newest best.pt under "
         "checkpoints/, else the bundled model]",
     )(f)

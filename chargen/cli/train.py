@@ -49,7 +49,7 @@ def _duration(ctx, param, value):
 @click.option(
     "--from",
     "parent",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     help="Start from this model (a checkpoint, or shakespeare for the bundled one): a new run that keeps its shape "
     "and vocabulary, adds this text's new characters and records where it came from; the rest is chosen as for a "
     "run from scratch.",
