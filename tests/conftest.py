@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 
 import pytest
 
@@ -101,3 +102,24 @@ def dequantised(block: dict, steps: int):
 
     q = np.frombuffer(base64.b64decode(block["data"]), np.uint8).reshape(steps, block["units"])
     return block["lo"] + q / 255.0 * (block["hi"] - block["lo"])
+
+
+def chromium() -> str:
+    """Debian's chromium for the page tests (with playwright to drive it), or a skip that says what to install."""
+    pytest.importorskip("playwright.sync_api", reason="the page tests need playwright: pip install -e '.[test]'")
+    found = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+    if found is None:
+        pytest.skip("the page tests need Debian's chromium: sudo apt-get install chromium (see the README's tests)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, driven by Playwright, for a module's page tests."""
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()

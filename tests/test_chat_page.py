@@ -8,20 +8,9 @@ import json
 import httpx
 import pytest
 
-from .test_serve import chromium, pixels, start_server
+from .test_serve import pixels, start_server
 
 LINES = ["the king is dead", "long live the queen", "and all her men"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +150,9 @@ def test_the_inspect_tab_is_opened_before_its_request(server, browser):
     inspect = popup.value
     inspect.wait_for_selector("#surprisal-summary:has-text('bits/char')")
     assert tab.text_content("#summary") == "the inspect page is open in a new tab" and seen == []
+    tab.evaluate("localStorage.setItem('chargen-probe', 'the server page keeps this')")
+    reach = "() => { try { return localStorage.getItem('chargen-probe') } catch (e) { return e.name } }"
+    assert inspect.evaluate("origin") == "null" and inspect.evaluate(reach) == "SecurityError"  # sandboxed
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from chargen.model import CharLM
 from .conftest import make_text
 from .test_checkpoint import Boom
 from .test_cli import one_clear_line, run
-from .test_pages import HOSTILE_NAME, browser, hostile_ckpt  # noqa: F401  (fixtures)
+from .test_pages import HOSTILE_NAME, hostile_ckpt  # noqa: F401  (a fixture)
 
 README = Path(__file__).parent.parent / "README.md"
 TEXT = make_text(20, seed=3)[:200]

@@ -18,8 +18,7 @@ from chargen.generate import Generator
 from chargen.inspect import page as inspect
 from chargen.training.trainer import Trainer
 
-from .conftest import dequantised, read_page, tiny_configs
-from .test_serve import chromium
+from .conftest import chromium, dequantised, read_page, tiny_configs
 
 
 def page_data(path) -> dict:

@@ -12,24 +12,13 @@ import pytest
 from chargen.inspect import page as inspect
 
 from .conftest import read_page
-from .test_serve import chromium, serving
+from .test_serve import serving
 
 HOSTILE_NAME = "<img src=x onerror=window.pwned=1>"
 HOSTILE_TEXT = (
     "the king </script><script>window.pwned=2</script> is dead\n"
     "<!-- <script> window.pwned=3 </script> -->\n<svg onload=window.pwned=4> long live the queen\n"
 )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

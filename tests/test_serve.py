@@ -3,7 +3,6 @@
 import base64
 import json
 import math
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from chargen.inspect import page as inspect
 from chargen.score import evaluate
 from chargen.serve.app import create_app
 
-from .conftest import read_page
+from .conftest import chromium, read_page
 
 
 @pytest.fixture(scope="module")
@@ -479,15 +478,6 @@ def test_a_session_writes_one_completion_at_a_time(server):
 
 
 # -- the page in a real browser ----------------------------------------------------------------------
-
-
-def chromium() -> str:
-    """Debian's chromium for the page tests (with playwright to drive it), or a skip that says what to install."""
-    pytest.importorskip("playwright.sync_api", reason="the page tests need playwright: pip install -e '.[test]'")
-    found = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
-    if found is None:
-        pytest.skip("the page tests need Debian's chromium: sudo apt-get install chromium (see the README's tests)")
-    return found
 
 
 def pixels(browser, png: bytes) -> dict:

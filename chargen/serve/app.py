@@ -59,6 +59,9 @@ MAX_PROMPT = 100_000  # characters of a prompt, a prime or a text to score
 MAX_TOKENS = 20_000  # characters one completion may ask for
 MAX_N = 16
 INSPECT_KEPT, INSPECT_KEPT_S = 16, 600.0  # inspect pages kept to open by link, and for how many seconds
+# An inspect page runs its script in an origin of its own, not the server's: whatever a text or a model's name could
+# make it do, it cannot read the server page's storage (its API key, its chat) or call the API as that page.
+SANDBOXED = {"Content-Security-Policy": "sandbox allow-scripts allow-downloads"}
 
 
 class RequestError(Exception):
@@ -451,7 +454,7 @@ def create_app(
             raise RequestError(400, f"link must be true or false, not {link!r}", "link")
         made = await asyncio.to_thread(inspector, text, chars)
         if not link:
-            return HTMLResponse(made)
+            return HTMLResponse(made, headers=SANDBOXED)
         now = time.monotonic()
         for key in [k for k, (when, _) in linked.items() if now - when > INSPECT_KEPT_S]:
             del linked[key]
@@ -471,7 +474,7 @@ def create_app(
         if found is None or time.monotonic() - found[0] > INSPECT_KEPT_S:
             message = "there is no such inspect page (they are kept 10 minutes): make it again"
             return RequestError(404, message, kind="not_found_error").response()
-        return HTMLResponse(found[1])
+        return HTMLResponse(found[1], headers=SANDBOXED)
 
     html = pages.template(__package__)
     policy = (
