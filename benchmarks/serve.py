@@ -3,6 +3,7 @@
     python benchmarks/serve.py                  # the bundled model (2x384 LSTM)
     python benchmarks/serve.py -c CKPT
     python benchmarks/serve.py --chat           # the chat figures only
+    python benchmarks/serve.py --hostile        # one client's request beside a hostile client's
 
 Starts `chargen serve` on a free port of 127.0.0.1 and measures, with streaming clients:
 1, 8 and 32 clients at once, each writing 1,000 characters (aggregate characters per second,
@@ -10,7 +11,10 @@ the time to each client's first character, errors); then 1,000 short requests, 1
 time, with the server's resident memory read from /proc before, during and after. Then chat over
 sessions (/v1/chat/completions): a 50-turn chat, each turn 100 characters, its time per turn
 (and turn 50 again without the session, re-reading the whole history); and 8 chats at once,
-5 turns each, the time to each answer's first character.
+5 turns each, the time to each answer's first character. With --hostile: a 20-character request's
+time alone, then beside 4 streams of 20,000 characters that carry the most stop matching a request
+may ask for (4 stop strings of 256 characters that never match), beside the same 4 streams with no
+stop strings, and after a 20,000-character non-streamed request whose client left after a second.
 """
 
 from __future__ import annotations
@@ -135,10 +139,57 @@ async def chats(url: str) -> None:
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
+NEVER = ["\x01" * 255 + c for c in "abcd"]  # the longest stop strings a request may give, never written
+
+
+async def small(client: httpx.AsyncClient, url: str) -> float:
+    """Milliseconds of one non-streamed 20-character completion: what a well-behaved client waits."""
+    start = time.perf_counter()
+    body = {"prompt": "ROMEO:", "max_tokens": 20, "temperature": 0.8, "seed": 1}
+    (await client.post(url + "/v1/completions", json=body)).raise_for_status()
+    return 1000 * (time.perf_counter() - start)
+
+
+async def hostile(url: str) -> None:
+    async def victim(client) -> float:
+        return statistics.median([await small(client, url) for _ in range(10)])
+
+    async def long(client, stream: bool, **body) -> None:
+        body = {"prompt": "ROMEO:", "max_tokens": 20_000, "temperature": 0.8, "stream": stream, **body}
+        async with client.stream("POST", url + "/v1/completions", json=body) as response:
+            async for _ in response.aiter_bytes():
+                pass
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=16)) as client:
+        rows = [("alone", await victim(client))]
+        for label, extra in (
+            ("4 streams with 4 stop strings of 256 characters", {"stop": NEVER}),
+            ("4 streams, no stop", {}),
+        ):
+            attack = [asyncio.create_task(long(client, True, **extra)) for _ in range(4)]
+            await asyncio.sleep(1)
+            rows.append((f"beside {label}", await victim(client)))
+            for task in attack:
+                task.cancel()
+            await asyncio.gather(*attack, return_exceptions=True)
+        left = asyncio.create_task(long(client, False, stop=NEVER))
+        await asyncio.sleep(1)
+        left.cancel()
+        await asyncio.gather(left, return_exceptions=True)
+        await asyncio.sleep(0.5)
+        rows.append(("after a non-streamed 20,000-character request whose client left", await victim(client)))
+        rows.append(("alone again", await victim(client)))
+    print("| a 20-character request (median of 10) | ms |\n|---|---|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:.0f} |")
+    print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--checkpoint", default="shakespeare")
     ap.add_argument("--chat", action="store_true", help="measure the chat figures only")
+    ap.add_argument("--hostile", action="store_true", help="measure one client beside a hostile one only")
     args = ap.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -156,6 +207,9 @@ def main() -> None:
         asyncio.run(concurrent(url, 2, 50))  # warm up
         if args.chat:
             asyncio.run(chats(url))
+            return
+        if args.hostile:
+            asyncio.run(hostile(url))
             return
         print("| clients | complete | errors | aggregate chars/s | first char p50 | first char p95 |")
         print("|---|---|---|---|---|---|")
