@@ -141,8 +141,6 @@ def prepare(
 
 def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ranks, reporter: Reporter):
     """The configs with what `--size auto` chose for the settings not `given`, and the seconds it spent."""
-    from dataclasses import replace
-
     from chargen.model import resolve_device
     from chargen.training import sizing
 
@@ -166,18 +164,12 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
     if choice is None:
         return model_config, config, 0.0
     reporter.note(f"--size auto chose {choice.why}")
-    model_keys = set(MODEL_SETTINGS)
-    model_config = replace(model_config, **{k: v for k, v in choice.settings.items() if k in model_keys})
-    chosen = {k: v for k, v in choice.settings.items() if k not in model_keys}
-    config = replace(config, **chosen, chosen=choice.why, planned_speed=choice.rate)
-    return model_config, config, choice.measured_s
+    return applied(choice, model_config, config)
 
 
 def fine_tune_sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, reporter: Reporter):
-    """The configs with what `--size auto` chose for a fine-tuned run (batch and regularisers; its shape is its
-    parent's), and the seconds it spent timing it."""
-    from dataclasses import replace
-
+    """The configs with what `--size auto` chose for a fine-tuned run (batch, lr and regularisers; its shape is
+    its parent's), and the seconds it spent timing it."""
     from chargen.model import resolve_device
     from chargen.training import sizing
 
@@ -195,6 +187,13 @@ def fine_tune_sized(data, model_config: ModelConfig, config: TrainConfig, given:
         speed=lambda settings: measure(data, {**shape, **settings}, model_config, config),
     )
     reporter.note(f"--size auto chose, for fine-tuning, {choice.why}")
+    return applied(choice, model_config, config)
+
+
+def applied(choice, model_config: ModelConfig, config: TrainConfig):
+    """The configs with `choice`'s settings in them and its reasons recorded, and the seconds it spent timing."""
+    from dataclasses import replace
+
     model_keys = set(MODEL_SETTINGS)
     model_config = replace(model_config, **{k: v for k, v in choice.settings.items() if k in model_keys})
     chosen = {k: v for k, v in choice.settings.items() if k not in model_keys}
