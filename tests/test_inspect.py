@@ -257,3 +257,24 @@ def test_inspect_never_writes_over_its_text_or_a_file_it_did_not_write(tiny_ckpt
     assert explicit.exit_code != 0 and notes.read_text() == text
     assert run(notes, "--overwrite").exit_code == 0 and "chargen inspect" in kept.read_text()
     assert run(notes).exit_code == 0  # a page of its own is replaced without asking
+
+
+def test_a_page_of_more_characters_than_open_quickly_is_warned_of_with_its_size(tiny_ckpt, corpus_path, monkeypatch):
+    import re
+
+    from click.testing import CliRunner
+
+    import chargen.cli.inspect
+    from chargen.cli import cli
+
+    monkeypatch.chdir(corpus_path.parent)
+    run = lambda *args: CliRunner().invoke(cli, ["inspect", "-c", str(tiny_ckpt), str(corpus_path), *map(str, args)])
+    quick = run("--chars", 3000, "-o", "quick.html")
+    assert quick.exit_code == 0 and "warning" not in quick.stderr
+    monkeypatch.setattr(chargen.cli.inspect, "INSPECT_MAX_CHARS", 2000)  # what opens quickly, made small
+    slow = run("--chars", 3000, "-o", "slow.html")
+    warned = [line for line in slow.stderr.splitlines() if "warning" in line]
+    assert slow.exit_code == 0 and len(warned) == 1 and "up to 2,000 characters" in warned[0]
+    expected = float(re.search(r"3,000 characters make a page of about ([\d.]+) MiB", warned[0]).group(1))
+    written = (corpus_path.parent / "slow.html").stat().st_size / 2**20
+    assert abs(expected - written) <= 0.1 + 0.1 * written  # the estimate, as the page came out

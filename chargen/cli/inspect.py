@@ -8,7 +8,7 @@ import click
 
 from chargen.cli import cli
 from chargen.cli.options import device_option, resolve_checkpoint
-from chargen.config import INSPECT_CHARS, INSPECT_UNITS
+from chargen.config import INSPECT_CHARS, INSPECT_MAX_CHARS, INSPECT_UNITS
 
 
 @cli.command("inspect")
@@ -56,12 +56,27 @@ def inspect(checkpoints, file, out, chars, units, device, overwrite) -> None:
     paths = [resolve_checkpoint(c) for c in checkpoints] if checkpoints else [resolve_checkpoint(None)]
     text = read_text(corpus_files(file), chars)
     started = time.perf_counter()
-    page = render(report(load(paths, device), text, chars=chars, units=units))
+    models = load(paths, device)
+    if min(chars, len(text)) > INSPECT_MAX_CHARS:
+        console.warn(too_big(lambda n: mib(render(report(models, text, chars=n, units=units))), min(chars, len(text))))
+    page = render(report(models, text, chars=chars, units=units))
     with atomic_write(target) as f:  # a page that fails half-way leaves the old one whole
         f.write(page.encode("utf-8"))
     console.info(
         f"wrote {target} ({mib(page):.1f} MiB, {min(chars, len(text)):,} characters, "
         f"{time.perf_counter() - started:.1f}s): open it in a browser"
+    )
+
+
+def too_big(size_of, chars: int) -> str:
+    """The warning for a page of `chars` characters, its size foretold from two small pages (`size_of(n)` MiB):
+    a browser holds several times a page's size while it opens it, and the work is done before it is written."""
+    small, large = INSPECT_MAX_CHARS // 4, INSPECT_MAX_CHARS // 2
+    per_char = (size_of(large) - size_of(small)) / (large - small)
+    foretold = size_of(large) + per_char * (chars - large)
+    return (
+        f"{chars:,} characters make a page of about {foretold:.1f} MiB, which a browser may open slowly or not at all; "
+        f"pages of up to {INSPECT_MAX_CHARS:,} characters open quickly (--chars)"
     )
 
 
