@@ -1,8 +1,11 @@
 """Training on two processes with torchrun (gloo, CPU): the same model as one process, written by rank 0 alone."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,11 +18,18 @@ SMALL = ["--hidden", 32, "--embed", 16, "--layers", 1, "--batch-size", 4, "--seq
 SMALL += ["--device", "cpu", "--eval-every", 10]
 
 
-def torchrun(*args, processes=2):
+def torchrun_command(*args, processes=2, launcher=()):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
-    command += ["-m", "chargen", "train", *map(str, args)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CHARGEN_DIST_TIMEOUT": "60"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return [*command, *launcher, "-m", "chargen", "train", *map(str, args)]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CHARGEN_DIST_TIMEOUT": "60"}
+
+
+def torchrun(*args, processes=2):
+    return subprocess.run(
+        torchrun_command(*args, processes=processes), capture_output=True, text=True, env=ENV, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +72,37 @@ def test_a_batch_that_does_not_split_is_one_clear_line(corpus_path, tmp_path):
         corpus_path, "-o", tmp_path / "run", "--steps", 2, *SMALL[:-6], "--batch-size", 3, "--device", "cpu"
     )
     assert done.returncode != 0 and "does not split over 2 processes" in done.stderr
+
+
+def rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of the worker of `rank` that the torchrun process `launcher` started, read from /proc."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc")
+def test_a_killed_rank_leaves_the_other_one_clear_line_and_its_checkpoints_whole(corpus_path, tmp_path):
+    out = tmp_path / "run"
+    command = torchrun_command(corpus_path, "-o", out, "--steps", 100_000, *SMALL, launcher=["--monitor-interval", "3"])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        victim = rank_pid(proc.pid, 1)
+        assert victim is not None and (out / "last.pt").exists()
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "internal error" not in stderr
+    said = "another process of this torchrun run stopped (killed, or failed: its own lines say why), so this one stops"
+    assert f"{said} too; the checkpoints in {out} are whole" in stderr
+    assert checkpoint.read(out / "last.pt").position.step > 0  # whole, and a resume can start from it

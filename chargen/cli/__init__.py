@@ -18,6 +18,12 @@ from chargen.errors import ChargenError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _peer_gone(e: Exception) -> bool:
+    from chargen.training.distributed import peer_gone
+
+    return peer_gone(e)
+
+
 class Group(click.Group):
     """Turns the library's errors into one clear line and an exit code."""
 
@@ -38,6 +44,9 @@ class Group(click.Group):
                 console.error(
                     f"{e.strerror or e}: {e.filename or ''}".rstrip(": ") + " (check the path and its permissions)"
                 )
+                ctx.exit(1)
+            if os.environ.get("WORLD_SIZE", "1") != "1" and _peer_gone(e):  # torchrun: the fault is elsewhere
+                console.error("another process of this torchrun run stopped (its own lines say why), so this one did")
                 ctx.exit(1)
             console.error(
                 f"internal error: {type(e).__name__}: {e}; run again with --debug for the traceback and report it"

@@ -86,6 +86,13 @@ def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def peer_gone(e: BaseException) -> bool:
+    """Whether `e` is a collective that failed because another process of the run went away (killed, or crashed):
+    gloo says so in a plain RuntimeError, NCCL in a DistError."""
+    gone = ("Connection closed by peer", "Connection reset by peer", "remote worker")
+    return isinstance(e, dist.DistError) or any(s in str(e) for s in gone)
+
+
 def setup(device: str) -> Ranks:
     """The Ranks of this process: one process alone, or a rank of torchrun's run (joined here)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

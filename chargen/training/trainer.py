@@ -32,7 +32,7 @@ from chargen.files import FolderLock, atomic_write
 from chargen.model import CharLM, detach, resolve_device
 from chargen.score import scored_chars
 from chargen.training.batchers import batcher_for
-from chargen.training.distributed import SINGLE, Ranks
+from chargen.training.distributed import SINGLE, Ranks, peer_gone
 
 
 class Reporter:
@@ -183,7 +183,16 @@ class Trainer:
             if self.ranks.main:
                 with atomic_write(self.out / "metrics.jsonl", text=True) as f:
                     f.writelines(json.dumps(record) + "\n" for record in self.metrics)
-            return self._loop(stop_at)
+            try:
+                return self._loop(stop_at)
+            except RuntimeError as e:
+                if self.ranks.world == 1 or not peer_gone(e):
+                    raise
+                raise TrainingError(
+                    "another process of this torchrun run stopped (killed, or failed: its own lines say why), so "
+                    f"this one stops too; the checkpoints in {self.out} are whole: go on with the same torchrun "
+                    f"command and --resume {self.out / 'last.pt'}"
+                ) from None
 
     def _loop(self, stop_at: int | None) -> Result:
         self.reporter.start(self)
