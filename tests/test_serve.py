@@ -530,3 +530,21 @@ def test_the_page_writes_and_colours(server, tmp_path):
     assert not errors
     assert written["ink"] > 1_000, written  # its 209 characters drawn in ink, not a blank box
     assert coloured["tinted"] > 300 and coloured["tints"] >= 5, coloured  # its characters in shades of surprisal
+
+
+def test_a_client_that_leaves_mid_body_costs_no_traceback(tiny_ckpt):
+    """A body announced as 10 GB, cut off after 64 KB: the server forgets it quietly and answers the next client."""
+    proc, url = start_server(tiny_ckpt)
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            head = f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            s.sendall(f"{head}Content-Length: {10 * 2**30}\r\n\r\n".encode() + b'{"prompt": "' + b"a" * 65536)
+            time.sleep(0.5)
+        time.sleep(0.5)
+        after = httpx.post(url + "/v1/completions", json={"prompt": "the", "max_tokens": 5, "seed": 1}, timeout=30)
+        assert after.status_code == 200 and len(after.json()["choices"][0]["text"]) == 5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    assert "Traceback" not in stderr and "Exception" not in stderr, stderr
