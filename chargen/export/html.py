@@ -9,7 +9,6 @@ is written as \\u003c, so nothing in a checkpoint can close the script or run as
 from __future__ import annotations
 
 import base64
-import json
 import os
 
 import numpy as np
@@ -46,8 +45,7 @@ def data(exported: Exported) -> dict:
 
 def render(exported: Exported) -> str:
     """The page: the template with the data inlined and its policy locked to its script."""
-    payload = json.dumps(data(exported), separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    return pages.locked(pages.template(__package__).replace("/*DATA*/null", payload))
+    return pages.filled(__package__, data(exported))
 
 
 def write(exported: Exported, path: str | os.PathLike) -> int:
