@@ -6,7 +6,6 @@ Both read the checkpoint as every command does (`Generator.load`: the verifying 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -29,22 +28,19 @@ class Exported:
         return cls(generator.model, generator.checkpoint)
 
     def about(self) -> dict:
-        """What the model is, as `chargen info` tells it: plain data for a page or a file's metadata.
+        """What the model is, from what `chargen info` tells of it: plain data for a page or a file's metadata.
         The checkpoint is named by its file name only: an exported file does not carry the folders it came from."""
-        c, m, best = self.checkpoint, self.checkpoint.model_config, self.checkpoint.best_val
+        c = self.checkpoint
+        info = c.summary()
         return {
             "name": c.path.name if c.path else None,
             "summary": c.describe(),
             "corpus": c.corpus.name,
             "train_chars": c.corpus.train_chars,
             "val_chars": c.corpus.val_chars,
-            "tokenizer": c.tokenizer.kind,
-            "vocab_size": c.vocab_size,
-            "parameters": c.parameters,
-            "model": m.to_dict(),
-            "step": c.position.step,
-            "epoch": round(c.epochs, 2),
-            "best_val_loss": None if best is None else round(best, 5),
-            "best_val_bpc": None if best is None else round(best / math.log(2), 5),
-            "weights": "average" if c.averaged else "trained",
+            "tokenizer": info["tokenizer"]["kind"],
+            "vocab_size": info["tokenizer"]["vocab_size"],
+            **{k: info[k] for k in ("parameters", "model", "step")},
+            "epoch": round(info["epoch"], 2),
+            **{k: info[k] for k in ("best_val_loss", "best_val_bpc", "weights")},
         }
