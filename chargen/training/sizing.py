@@ -87,6 +87,26 @@ def regularisers_for(epochs: float) -> dict:
     return dict(next(settings for limit, settings in REGULARISE if epochs <= limit))
 
 
+def guarded(chosen: dict, given: dict, epochs: float) -> dict:
+    """`chosen` with the regularisers for a run of `epochs` epochs, and the patience of one so long it could
+    overfit, where `given` does not set them."""
+    chosen.update({k: v for k, v in regularisers_for(epochs).items() if k not in given})
+    if "patience" not in given and epochs > PATIENCE_EPOCHS:
+        chosen["patience"] = PATIENCE
+    return chosen
+
+
+def budget_reads(settings: dict, chars_per_token: float, corpus_chars: int, steps, epochs) -> list[float]:
+    """The characters a run of `settings` may read under its step and epoch budgets (inf with neither); a time
+    budget's, which needs a measured speed, the caller adds."""
+    reads = [math.inf]
+    if steps:
+        reads.append(steps * settings["batch_size"] * settings["seq_len"] * chars_per_token)
+    if epochs:
+        reads.append(epochs * corpus_chars)
+    return reads
+
+
 @dataclass
 class Choice:
     """What `choose` settled on: the settings it sets, and why, in words for the person and for `info`."""
@@ -200,12 +220,7 @@ def choose(
         settings = settings_of(rung) | {k: v for k, v in given.items() if k in MODEL_KEYS + TRAIN_KEYS}
         if any(o["settings"] == settings for o in options):
             continue
-        tokens_per_step = settings["batch_size"] * settings["seq_len"]
-        reads = [math.inf]
-        if steps:
-            reads.append(steps * tokens_per_step * chars_per_token)
-        if epochs:
-            reads.append(epochs * corpus_chars)
+        reads = budget_reads(settings, chars_per_token, corpus_chars, steps, epochs)
         rate = None
         if time:
             if options and clock() - started > MEASURE_SHARE * time:
@@ -220,11 +235,7 @@ def choose(
         best = options[-1] if best is None or predicted < best["predicted"] else best
     if best is None:
         return None
-    chosen = dict(best["settings"])
-    run_epochs = best["chars"] / corpus_chars
-    chosen.update({k: v for k, v in regularisers_for(run_epochs).items() if k not in given})
-    if "patience" not in given and run_epochs > PATIENCE_EPOCHS:
-        chosen["patience"] = PATIENCE
+    chosen = guarded(dict(best["settings"]), given, best["chars"] / corpus_chars)
     spent = clock() - started
     why = _why(chosen, best, options, corpus_chars, device_type, time)
     if time:
@@ -258,19 +269,13 @@ def fine_tuning(
     batch = {k: getattr(rung or TrainConfig(), k) for k in ("batch_size", "seq_len", "lr")}
     chosen = {k: v for k, v in batch.items() if k not in given}
     settings = {**batch, **{k: v for k, v in given.items() if k in MODEL_KEYS + TRAIN_KEYS}}
-    tokens_per_step = settings["batch_size"] * settings["seq_len"]
-    reads, rate, started = [math.inf], None, _time.perf_counter()
-    if steps:
-        reads.append(steps * tokens_per_step * chars_per_token)
-    if epochs:
-        reads.append(epochs * corpus_chars)
+    rate, started = None, _time.perf_counter()
+    reads = budget_reads(settings, chars_per_token, corpus_chars, steps, epochs)
     if time:
         rate = speed(settings)
         reads.append(readable(rate, time))
     run_epochs = min(reads) / corpus_chars
-    chosen.update({k: v for k, v in regularisers_for(run_epochs).items() if k not in given})
-    if "patience" not in given and run_epochs > PATIENCE_EPOCHS:
-        chosen["patience"] = PATIENCE
+    chosen = guarded(chosen, given, run_epochs)
     spent = _time.perf_counter() - started
     why = f"batch {settings['batch_size']} x {settings['seq_len']}, lr {settings['lr']:g}" + _regularised(chosen)
     reads_as = f"this {device_type.upper()} trains it at ~{_short(rate)} chars/s, so" if rate else "the budget is"
