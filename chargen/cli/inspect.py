@@ -57,8 +57,8 @@ def inspect(checkpoints, file, out, chars, units, device, overwrite) -> None:
     text = read_text(corpus_files(file), chars)
     started = time.perf_counter()
     models = load(paths, device)
-    if min(chars, len(text)) > INSPECT_MAX_CHARS:
-        console.warn(too_big(lambda n: mib(render(report(models, text, chars=n, units=units))), min(chars, len(text))))
+    if len(text) > INSPECT_MAX_CHARS:  # the text is read up to --chars
+        console.warn(too_big(lambda n: mib(render(report(models, text, chars=n, units=units))), len(text)))
     page = render(report(models, text, chars=chars, units=units))
     with atomic_write(target) as f:  # a page that fails half-way leaves the old one whole
         f.write(page.encode("utf-8"))
@@ -72,8 +72,8 @@ def too_big(size_of, chars: int) -> str:
     """The warning for a page of `chars` characters, its size foretold from two small pages (`size_of(n)` MiB):
     a browser holds several times a page's size while it opens it, and the work is done before it is written."""
     small, large = INSPECT_MAX_CHARS // 4, INSPECT_MAX_CHARS // 2
-    per_char = (size_of(large) - size_of(small)) / (large - small)
-    foretold = size_of(large) + per_char * (chars - large)
+    at_small, at_large = size_of(small), size_of(large)
+    foretold = at_large + (at_large - at_small) / (large - small) * (chars - large)
     return (
         f"{chars:,} characters make a page of about {foretold:.1f} MiB, which a browser may open slowly or not at all; "
         f"pages of up to {INSPECT_MAX_CHARS:,} characters open quickly (--chars)"
