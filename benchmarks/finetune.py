@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
-from recipe import cpu
+from recipe import cpu, record, trained
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "finetune"
@@ -78,31 +76,21 @@ def train(name: str, label: str, flags: list[str]) -> dict:
     folder = OUT / f"{name}-{label}"
     command = ["chargen", "train", str(text(name)), "-o", str(folder), "--overwrite", *flags]
     command += ["--lines"] if name in LINES else []
-    print("+", " ".join(command), flush=True)
-    done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(done.stderr[-2000:])
-    info = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "chargen", "info", str(folder / "best.pt"), "--json"], capture_output=True, text=True
-        ).stdout
+    info, last, _ = trained(command, folder)
+    return record(
+        OUT,
+        {
+            "text": name,
+            "label": label,
+            "command": " ".join(command),
+            "best_val": info["best_val_loss"],
+            "steps": last["step"],
+            "trained_s": last["elapsed_s"],
+            "epochs": last["epoch"],
+            "chosen": info["train"]["chosen"],
+            "cpu": cpu(),
+        },
     )
-    last = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][-1]
-    result = {
-        "text": name,
-        "label": label,
-        "command": " ".join(command),
-        "best_val": info["best_val_loss"],
-        "steps": last["step"],
-        "trained_s": last["elapsed_s"],
-        "epochs": last["epoch"],
-        "chosen": info["train"]["chosen"],
-        "cpu": cpu(),
-    }
-    with open(OUT / "results.jsonl", "a") as f:
-        f.write(json.dumps(result) + "\n")
-    print(json.dumps(result), flush=True)
-    return result
 
 
 def table() -> None:

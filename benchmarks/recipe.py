@@ -87,6 +87,27 @@ def run(name: str, variant: str, code: Path | None = None) -> dict:
     folder = OUT / f"{name}-{label}"
     command = ["chargen", "train", str(text(name)), "--time", budget, "-o", str(folder), "--overwrite"]
     command += VARIANTS[variant]
+    best, last, said = trained(command, folder, code)
+    chosen = next((line for line in said.splitlines() if "--size auto chose" in line), None)
+    return record(
+        OUT,
+        {
+            "text": name,
+            "variant": label,
+            "command": " ".join(command),
+            "best_val": best["best_val_loss"],
+            "weights": best.get("weights", "trained"),
+            "trained_s": last["elapsed_s"],
+            "epochs": last["epoch"],
+            "chosen": chosen,
+            "cpu": cpu(),
+        },
+    )
+
+
+def trained(command: list[str], folder: Path, code: Path | None = None) -> tuple[dict, dict, str]:
+    """Run `command` (`chargen train ... -o folder`), with the chargen of the checkout `code` if given; then its
+    best.pt as `chargen info --json` tells it, its last metrics record, and what it said on stderr."""
     print("+", " ".join(command), flush=True)
     env = {**os.environ, "PYTHONPATH": str(code)} if code else None  # run from there: `-m` looks in the cwd first
     done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, env=env, cwd=code)
@@ -98,19 +119,12 @@ def run(name: str, variant: str, code: Path | None = None) -> dict:
         ).stdout
     )  # read by this checkout's chargen, which reads every older checkpoint
     last = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][-1]
-    chosen = next((line for line in done.stderr.splitlines() if "--size auto chose" in line), None)
-    result = {
-        "text": name,
-        "variant": label,
-        "command": " ".join(command),
-        "best_val": best["best_val_loss"],
-        "weights": best.get("weights", "trained"),
-        "trained_s": last["elapsed_s"],
-        "epochs": last["epoch"],
-        "chosen": chosen,
-        "cpu": cpu(),
-    }
-    with open(OUT / "results.jsonl", "a") as f:
+    return best, last, done.stderr
+
+
+def record(out: Path, result: dict) -> dict:
+    """`result` added to out/results.jsonl, and printed."""
+    with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(json.dumps(result), flush=True)
     return result
