@@ -189,6 +189,12 @@ class TrainConfig(_Plain):
     average: float = 0.0
     """Keep a moving average of the weights, this much of it kept each step (0.999); evaluated beside the
     trained weights, and best.pt holds whichever scores better. 0 is off (--average)."""
+    ar: float = 0.0
+    """Activation regularisation: this times the mean square of the last layer's dropped output, added to the
+    loss (--ar; AWD-LSTM's alpha)."""
+    tar: float = 0.0
+    """Temporal activation regularisation: this times the mean square of the last layer's step-to-step change,
+    before dropout, added to the loss (--tar; AWD-LSTM's beta)."""
     val_frac: float = 0.1
     """The last fraction of the text held out for validation (--val-frac)."""
     val_chars: int | None = 1_000_000
@@ -221,6 +227,8 @@ class TrainConfig(_Plain):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(0 <= self.average < 1, "average", f"must be in [0, 1), not {self.average}")
+        for name in ("ar", "tar"):
+            _require(getattr(self, name) >= 0, name, f"must be 0 or more, not {getattr(self, name)}")
         _require(
             1 <= self.batch_size <= MAX_WIDTH, "batch_size", f"must be from 1 to {MAX_WIDTH}, not {self.batch_size}"
         )

@@ -65,8 +65,9 @@ class CharLM(nn.Module):
         zeros = lambda: torch.zeros(shape, device=device, dtype=dtype)
         return (zeros(), zeros()) if self.config.cell == "lstm" else (zeros(),)
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """x (B, T) ids -> logits (B, T, V) and the state after the last step."""
+    def forward(self, x: Tensor, state: State | None = None, activations: bool = False) -> tuple:
+        """x (B, T) ids -> logits (B, T, V) and the state after the last step; with `activations`, also the last
+        layer's output (B, T, H) before and after its dropout, which activation regularisation penalises."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
         state = tuple(s.contiguous() for s in state)  # cuDNN refuses a slice of a batch's state (CPUs take it)
@@ -77,15 +78,17 @@ class CharLM(nn.Module):
         else:
             emb = self.embed(x)
         if self.training and (c.locked or c.weight_drop):
-            h, state = self._layer_by_layer(emb, state)
+            raw, state = self._layer_by_layer(emb, state)
+            h = (_locked if c.locked else F.dropout)(raw, c.dropout)
         else:
-            h, state = self.rnn(self.drop(emb), state if len(state) == 2 else state[0])  # (B, T, H)
-            h, state = self.drop(h), state if isinstance(state, tuple) else (state,)
-        return self.head(h), state
+            raw, state = self.rnn(self.drop(emb), state if len(state) == 2 else state[0])  # (B, T, H)
+            h, state = self.drop(raw), state if isinstance(state, tuple) else (state,)
+        return (self.head(h), state, (raw, h)) if activations else (self.head(h), state)
 
     def _layer_by_layer(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """Training with weight drop or locked dropout: each layer one fused call, with its hidden-to-hidden
-        weights masked for this window and its input dropped by a mask per stream (locked) or per step."""
+        weights masked for this window and its input dropped by a mask per stream (locked) or per step; the
+        last layer's output comes back undropped."""
         c, run = self.config, _LAYER_CALLS[self.config.cell]
         drop = _locked if c.locked else F.dropout
         finals = []
@@ -97,7 +100,7 @@ class CharLM(nn.Module):
             x, final = out[0], out[1:]  # (B, T, H); (h,) or (h, c), each (1, B, H)
             finals.append(final)
         new = tuple(torch.cat([f[i] for f in finals]) for i in range(len(state)))
-        return drop(x, c.dropout), new
+        return x, new  # the last layer's output, not yet dropped
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One token per stream: x (B,) ids -> logits (B, V) and the next state.

@@ -1,4 +1,4 @@
-"""The regularised recipe: weight drop, embedding drop, locked dropout and the weight average, and old checkpoints."""
+"""The regularised recipe: weight drop, embedding drop, locked dropout, AR/TAR, the weight average, old checkpoints."""
 
 from __future__ import annotations
 
@@ -97,6 +97,33 @@ def test_embedding_drop_drops_whole_characters():
     pytest.fail("ten batches never dropped some characters and kept others")
 
 
+@pytest.mark.parametrize("regularisers", [dict(dropout=0.3), REGULARISED])
+def test_the_activations_penalised_are_the_last_layers_output_before_and_after_its_dropout(regularisers):
+    m = model(**regularisers).train()
+    torch.manual_seed(1)
+    logits, _, (raw, dropped) = m(torch.randint(20, (3, 9)), activations=True)
+    assert raw.shape == dropped.shape == (3, 9, 12)
+    assert torch.allclose(logits, m.head(dropped))  # what the head read
+    kept = dropped != 0
+    assert torch.allclose(dropped[kept], raw[kept] / (1 - regularisers["dropout"]))  # the same values, dropped
+    assert not kept.all()
+
+
+def test_activation_penalties_make_the_last_layers_output_smaller_and_smoother(corpus_path, tmp_path):
+    corpus, net = load_corpus(corpus_path, 0.1), ModelConfig(layers=1, hidden=16, embed=8, dropout=0.0)
+    x = torch.tensor(corpus.val[:64], dtype=torch.long).view(2, 32)
+    outputs = {}
+    for ar in (0.0, 5.0):
+        config = TrainConfig(batch_size=8, seq_len=32, steps=40, device="cpu", ar=ar, tar=ar, warmup=1)
+        trainer = Trainer(corpus, net, config, tmp_path / str(ar))
+        for _ in range(40):
+            trainer.step()
+        with torch.no_grad():
+            _, _, (raw, _) = trainer.model.eval()(x, activations=True)
+        outputs[ar] = (raw.pow(2).mean(), (raw[:, 1:] - raw[:, :-1]).pow(2).mean())
+    assert outputs[5.0][0] < 0.5 * outputs[0.0][0] and outputs[5.0][1] < 0.5 * outputs[0.0][1]
+
+
 def test_the_average_is_the_hand_computed_one_after_three_steps(corpus_path, tmp_path):
     corpus = load_corpus(corpus_path, 0.1)
     config = TrainConfig(batch_size=4, seq_len=16, steps=3, eval_every=100, device="cpu", average=0.9, warmup=1)
@@ -112,7 +139,9 @@ def test_the_average_is_the_hand_computed_one_after_three_steps(corpus_path, tmp
 def test_resume_is_bit_exact_with_every_regulariser_on(corpus_path, tmp_path):
     corpus = load_corpus(corpus_path, 0.1)
     net = ModelConfig(layers=2, hidden=16, embed=8, **REGULARISED)
-    config = TrainConfig(batch_size=8, seq_len=32, steps=30, eval_every=10, device="cpu", warmup=3, average=0.95)
+    config = TrainConfig(
+        batch_size=8, seq_len=32, steps=30, eval_every=10, device="cpu", warmup=3, average=0.95, ar=2.0, tar=1.0
+    )
     whole, second = resumed_beside_whole(corpus, net, config, tmp_path, stop_at=13)
     for (name, p), q in zip(whole.model.named_parameters(), second.model.parameters()):
         assert torch.equal(p, q), name

@@ -20,6 +20,7 @@ def info(checkpoint, as_json) -> None:
       chargen info checkpoints/tinyshakespeare/best.pt
     """
     from chargen import checkpoint as ckpt
+    from chargen.training import sizing
 
     saved = ckpt.read(checkpoint)
     best, m, t = saved.best_val, saved.model_config, saved.train_config
@@ -41,7 +42,7 @@ def info(checkpoint, as_json) -> None:
             else []
         ),
         f"model        {m.summary()}, embed {m.embed}: {saved.parameters:,} parameters",
-        f"regularised  {_regularisers(m, t)}",
+        f"regularised  {sizing.regularised({**m.to_dict(), **t.to_dict()})}",
         f"training     batch {t.batch_size} x {t.seq_len}, lr {t.lr:g}, weight decay {t.weight_decay:g}, seed {t.seed}",
         f"progress     step {summary['step']:,}, epoch {summary['epoch']:.2f}, {summary['elapsed_s']:.0f}s",
     ]
@@ -62,12 +63,3 @@ def _ancestor(record: dict) -> str:
     facts += [f"sha256 {str(record['sha256'])[:12]}"] if record.get("sha256") else []
     added = record.get("added")
     return f"from {record.get('name')} ({', '.join(facts)})" + (f", {added} characters added" if added else "")
-
-
-def _regularisers(m, t) -> str:
-    """'dropout 0.1 (locked), weight drop 0.5, embedding drop 0.1, weight average 0.999'"""
-    parts = [f"dropout {m.dropout:g}" + (" (locked)" if m.locked else "")]
-    parts += [f"weight drop {m.weight_drop:g}"] if m.weight_drop else []
-    parts += [f"embedding drop {m.embed_drop:g}"] if m.embed_drop else []
-    parts += [f"weight average {t.average:g}"] if t.average else []
-    return ", ".join(parts)

@@ -116,6 +116,20 @@ def _duration(ctx, param, value):
     show_default=_auto(T.average),
     help="Keep a moving average of the weights (this much kept per step, e.g. 0.999); 0 is off.",
 )
+@click.option(
+    "--ar",
+    type=float,
+    default=T.ar,
+    show_default=_auto(T.ar),
+    help="Activation regularisation: this times the mean square of the last layer's output, added to the loss.",
+)
+@click.option(
+    "--tar",
+    type=float,
+    default=T.tar,
+    show_default=_auto(T.tar),
+    help="Temporal activation regularisation: the same of its change from step to step.",
+)
 @click.option("--grad-clip", type=float, default=T.grad_clip, help="Clip the gradient norm to this; 0 is off.")
 @click.option("--warmup", type=int, default=T.warmup, help="Warm-up steps before the cosine decay.")
 @click.option("--steps", type=int, default=None, help="Stop after this many steps.")

@@ -277,7 +277,7 @@ def fine_tuning(
     run_epochs = min(reads) / corpus_chars
     chosen = guarded(chosen, given, run_epochs)
     spent = _time.perf_counter() - started
-    why = f"batch {settings['batch_size']} x {settings['seq_len']}, lr {settings['lr']:g}" + _regularised(chosen)
+    why = f"batch {settings['batch_size']} x {settings['seq_len']}, lr {settings['lr']:g}" + _also_regularised(chosen)
     reads_as = f"this {device_type.upper()} trains it at ~{_short(rate)} chars/s, so" if rate else "the budget is"
     why += f": {reads_as} ~{_short(min(reads))} characters, {run_epochs:.1f} epochs of this corpus"
     return Choice(chosen, why, spent, rate)
@@ -288,7 +288,7 @@ def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, devic
     from chargen.config import format_duration
 
     c = chosen
-    head = f"{c['layers']}x{c['hidden']}, batch {c['batch_size']} x {c['seq_len']}" + _regularised(c)
+    head = f"{c['layers']}x{c['hidden']}, batch {c['batch_size']} x {c['seq_len']}" + _also_regularised(c)
     reads = "the budget is"
     if best["rate"] is not None:
         rate = _short(best["rate"])
@@ -305,12 +305,18 @@ def _why(chosen: dict, best: dict, options: list[dict], corpus_chars: int, devic
     return f"{why}\nso many epochs could overfit: the run stops after {c['patience']} evaluations with no better loss"
 
 
-def _regularised(c: dict) -> str:
-    """', dropout 0.3 (locked), weight drop 0.5, ...': the regularisers among the settings `c`."""
-    said = f", dropout {c['dropout']:g}{' (locked)' if c.get('locked') else ''}" if "dropout" in c else ""
-    said += f", weight drop {c['weight_drop']:g}" if c.get("weight_drop") else ""
-    said += f", embedding drop {c['embed_drop']:g}" if c.get("embed_drop") else ""
-    return said + (f", weight average {c['average']:g}" if c.get("average") else "")
+def regularised(c: dict) -> str:
+    """'dropout 0.3 (locked), weight drop 0.5, ...': the regularisers among the settings `c`, as `info` shows them."""
+    said = [f"dropout {c['dropout']:g}{' (locked)' if c.get('locked') else ''}"] if "dropout" in c else []
+    said += [f"weight drop {c['weight_drop']:g}"] if c.get("weight_drop") else []
+    said += [f"embedding drop {c['embed_drop']:g}"] if c.get("embed_drop") else []
+    said += [f"AR {c['ar']:g}"] if c.get("ar") else []
+    said += [f"TAR {c['tar']:g}"] if c.get("tar") else []
+    return ", ".join(said + ([f"weight average {c['average']:g}"] if c.get("average") else []))
+
+
+def _also_regularised(c: dict) -> str:
+    return f", {regularised(c)}" if regularised(c) else ""
 
 
 def _name(settings: dict) -> str:

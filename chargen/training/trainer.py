@@ -284,10 +284,10 @@ class Trainer:
         self.model.train()
         x, y = self.batcher.window(p.epoch, p.window)  # (B, T) each
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, state = self.net(x, None if self.batcher.resets else self.state)  # (B, T, V)
+            logits, state, *seen = self.net(x, None if self.batcher.resets else self.state, bool(c.ar or c.tar))
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # padding (in line mode) is skipped
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + _activation_penalty(*seen[0], c.ar, c.tar) if seen else loss).backward()
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip, foreach=True)
         self.optimizer.step()
@@ -475,3 +475,9 @@ class Trainer:
         torch.set_rng_state(ckpt.rng)
         if ckpt.cuda_rng is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt.cuda_rng)
+
+
+def _activation_penalty(raw: torch.Tensor, dropped: torch.Tensor, ar: float, tar: float) -> torch.Tensor:
+    """AR and TAR (Merity et al. 2017): large outputs of the last layer, and outputs that jump from one step to the
+    next, cost loss; the trained weights learn smaller, smoother activations. raw, dropped: (B, T, H)."""
+    return ar * dropped.float().pow(2).mean() + tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
