@@ -115,7 +115,7 @@ def prepare(
         reporter.note(line)
     measured = 0.0
     if base and config.size == "auto":
-        model_config, config, measured = fine_tune_sized(data, model_config, config, settings, reporter)
+        model_config, config, measured = shaped(data, model_config, config, settings, reporter, "fine-tuning")
     elif not saved and config.size == "auto":
         model_config, config, measured = sized(data, model_config, config, settings, ranks, reporter)
     if saved and saved.corpus.fingerprint not in (None, data.fingerprint):
@@ -148,8 +148,10 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
         if not all(k in given for k in sizing.SIZE_KEYS):
             reporter.note("a torchrun run trains the default size: give --layers and --hidden to choose another")
         return model_config, config, 0.0
+    if all(k in given for k in sizing.SIZE_KEYS):
+        return shaped(data, model_config, config, given, reporter, f"the {model_config.summary()} asked for")
     device = resolve_device(config.device).type
-    if config.time and not all(k in given for k in sizing.SIZE_KEYS):
+    if config.time:
         reporter.note(f"--size auto: timing a few training steps of each candidate model on this {device.upper()}")
     choice = sizing.choose(
         given,
@@ -167,14 +169,14 @@ def sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, ran
     return applied(choice, model_config, config)
 
 
-def fine_tune_sized(data, model_config: ModelConfig, config: TrainConfig, given: dict, reporter: Reporter):
-    """The configs with what `--size auto` chose for a fine-tuned run (batch, lr and regularisers; its shape is
-    its parent's), and the seconds it spent timing it."""
+def shaped(data, model_config: ModelConfig, config: TrainConfig, given: dict, reporter: Reporter, what: str):
+    """The configs with what `--size auto` chose for a run whose shape is settled (`what`: by both size flags, or
+    as a fine-tuned run's parent's): its batch, lr and regularisers; and the seconds it spent timing it."""
     from chargen.model import resolve_device
     from chargen.training import sizing
 
     shape = {"layers": model_config.layers, "hidden": model_config.hidden, "embed": model_config.embed}
-    choice = sizing.fine_tuning(
+    choice = sizing.around_shape(
         given,
         layers=model_config.layers,
         hidden=model_config.hidden,
@@ -186,7 +188,7 @@ def fine_tune_sized(data, model_config: ModelConfig, config: TrainConfig, given:
         time=config.time,
         speed=lambda settings: measure(data, {**shape, **settings}, model_config, config),
     )
-    reporter.note(f"--size auto chose, for fine-tuning, {choice.why}")
+    reporter.note(f"--size auto chose, for {what}, {choice.why}")
     return applied(choice, model_config, config)
 
 

@@ -5,9 +5,9 @@ its first step: how many characters can this run read (the budget; for a time bu
 budget times the speed of each candidate model, measured with a few real training steps on
 this device), how big is the corpus, and which candidate reached the lowest validation loss
 after reading that many characters in the sweep that fitted `sizing.json` (benchmarks/sizing.py
-trains a ladder of sizes for a few budgets on two corpora). The regularisers follow the epochs
-the run will read (none for a pass or two; locked dropout, weight drop, embedding drop and a
-weight average for tens of passes), so a budget is spent training, and a run of many epochs
+trains a ladder of sizes for a few budgets on three corpora). The regularisers follow the epochs
+the run will read (none for a pass or two; locked dropout, weight drop, embedding drop, AR/TAR
+and a weight average for tens of passes), so a budget is spent training, and a run of many epochs
 keeps `patience` on as a safety net. Flags a person gives are kept: the candidates are the
 ladder with those flags laid over it.
 """
@@ -27,13 +27,24 @@ MEASURE_SHARE = 0.05  # of a time budget that timing candidates may take: no mor
 # second validation pass took time from training). Up to 16, plain dropout 0.2 (20 minutes, 11 epochs, reached
 # 1.476 with locked dropout 0.2, weight drop 0.3, embedding drop 0.05 and the average, against 1.4385 for plain
 # 0.2 earlier). Past 16 all of them: on a 30,000-character text read 90 times, each alone took 0.03-0.05 off the
-# 2015 recipe's 1.936 and together 0.06, still improving at the end instead of overfitting from epoch 20
-# (benchmarks/recipe.py, RESULTS.md "The regularised recipe").
+# 2015 recipe's 1.936 and together 0.06, still improving at the end instead of overfitting from epoch 20; AR 2 and
+# TAR 1 took 0.019 more at 56 epochs (benchmarks/recipe.py, RESULTS.md "The regularised recipe").
 REGULARISE = (
     (2, {"dropout": 0.0}),
     (6, {"dropout": 0.1}),
     (16, {"dropout": 0.2}),
-    (math.inf, {"dropout": 0.3, "locked": True, "weight_drop": 0.5, "embed_drop": 0.1, "average": 0.999}),
+    (
+        math.inf,
+        {
+            "dropout": 0.3,
+            "locked": True,
+            "weight_drop": 0.5,
+            "embed_drop": 0.1,
+            "average": 0.999,
+            "ar": 2.0,
+            "tar": 1.0,
+        },
+    ),
 )
 PATIENCE_EPOCHS = 16  # a run that will read the corpus more often than this stops when it stops improving
 PATIENCE = 4  # evaluations without a better validation loss
@@ -244,7 +255,7 @@ def choose(
     return Choice(chosen, why, spent, best["rate"])
 
 
-def fine_tuning(
+def around_shape(
     given: dict,
     *,
     layers: int,
@@ -257,10 +268,11 @@ def fine_tuning(
     time: float | None,
     speed,
 ) -> Choice:
-    """What `--size auto` chooses for a fine-tuned run, whose shape is its parent's: the batch and lr of the ladder's
-    rung of that shape on this kind of device (the defaults when none is), as a run from scratch would train it (a
-    gentler lr learnt less: benchmarks/RESULTS.md, "Fine-tuning"), and the regularisers and patience
-    for the epochs the budget reads (for a time budget, at the speed `speed(settings)` measures)."""
+    """What `--size auto` chooses for a run whose shape is settled: both size flags given, or a fine-tuned run's,
+    which is its parent's. The batch and lr of the ladder's rung of that shape on this kind of device (the defaults
+    when none is), as a run from scratch of that size trains (for fine-tuning, a gentler lr learnt less:
+    benchmarks/RESULTS.md, "Fine-tuning"), and the regularisers and patience for the epochs the budget reads (for
+    a time budget, at the speed `speed(settings)` measures)."""
     import time as _time
 
     from chargen.config import TrainConfig
