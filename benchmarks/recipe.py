@@ -4,6 +4,7 @@
     python benchmarks/recipe.py run tune:locked              # one run of the plan below (NAME:VARIANT)
     python benchmarks/recipe.py run tune                     # every variant on one text, not yet done
     python benchmarks/recipe.py run small:auto --code DIR    # the same run with the chargen of another checkout
+    python benchmarks/recipe.py run tune:all tune:all+ar --steps 724   # budgeted in steps: as much read by each
     python benchmarks/recipe.py table                        # the results as a markdown table
 
 Every run is `chargen train TEXT --time BUDGET` with the variant's flags, written to
@@ -25,16 +26,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chargen.training import sizing
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "recipe"
 SHAKESPEARE = ROOT / "corpora" / "tinyshakespeare.txt"
-TEXTS = {  # name: (how it is cut from tiny shakespeare, the budget of its runs)
+TEXTS = {  # name: (how it is cut from tiny shakespeare, or "vim"; the budget of its runs)
     "tune": ((500_000, 530_000), "2m"),
+    "vim": ("vim", "5m"),  # Vim's documentation, cut to tiny shakespeare's size: where a few epochs' choices are made
     "small": ((0, 30_000), "2m"),
     "shakespeare": (None, "5m"),
     "shakespeare20": (None, "20m"),
 }
 FIXED = ["--layers", "2", "--hidden", "256", "--batch-size", "16", "--seq-len", "128", "--lr", "4e-3"]
+EVERY = ["--dropout", "0.3", "--locked-dropout", "--weight-drop", "0.5", "--embed-drop", "0.1", "--average", "0.999"]
+
+
+def _flags(rung: sizing.Candidate) -> list[str]:
+    return [part for k, v in rung.flags().items() for part in (f"--{k}", v)]
+
+
 VARIANTS = {
     "dropout0.1": [*FIXED, "--dropout", "0.1"],  # the 2015 recipe: dropout on the embedding, between layers, head
     "dropout0.3": [*FIXED, "--dropout", "0.3"],
@@ -42,18 +53,12 @@ VARIANTS = {
     "weightdrop0.5": [*FIXED, "--dropout", "0.1", "--weight-drop", "0.5"],
     "embeddrop0.1": [*FIXED, "--dropout", "0.1", "--embed-drop", "0.1"],
     "average0.999": [*FIXED, "--dropout", "0.1", "--average", "0.999"],
-    "all": [
-        *FIXED,
-        "--dropout",
-        "0.3",
-        "--locked-dropout",
-        "--weight-drop",
-        "0.5",
-        "--embed-drop",
-        "0.1",
-        "--average",
-        "0.999",
-    ],  # fmt: skip
+    "all": [*FIXED, *EVERY],
+    "all+ar": [*FIXED, *EVERY, "--ar", "2", "--tar", "1"],  # AWD-LSTM's alpha and beta
+    "all-lr6": [*FIXED, *EVERY, "--lr", "6e-3"],  # a later --lr wins
+    "all-lr8": [*FIXED, *EVERY, "--lr", "8e-3"],
+    "all-lr6+ar": [*FIXED, *EVERY, "--lr", "6e-3", "--ar", "2", "--tar", "1"],
+    **{f"all-{r.name}": [*_flags(r), *EVERY] for r in sizing.ladder("cpu")},  # the ladder, every regulariser on
     "auto": [],
 }
 
@@ -76,16 +81,27 @@ def text(name: str) -> Path:
     path = OUT / f"{name}.txt"
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(SHAKESPEARE.read_bytes()[cut[0] : cut[1]])
+        path.write_bytes(
+            _vim()[: SHAKESPEARE.stat().st_size] if cut == "vim" else SHAKESPEARE.read_bytes()[slice(*cut)]
+        )
     return path
 
 
-def run(name: str, variant: str, code: Path | None = None) -> dict:
-    """One run; `code` is another checkout whose chargen runs it (a commit from before a change, say)."""
+def _vim() -> bytes:
+    files = sorted(Path("/usr/share/vim/vim90/doc").glob("*.txt"))
+    if not files:
+        raise SystemExit("the text `vim` is Vim's documentation: apt-get install vim-runtime")
+    return b"".join(p.read_bytes() for p in files)
+
+
+def run(name: str, variant: str, code: Path | None = None, steps: int | None = None) -> dict:
+    """One run; `code` is another checkout whose chargen runs it (a commit from before a change, say); `steps`
+    budgets it in steps, not time, so that runs on a machine whose speed drifts read as much as each other."""
     _, budget = TEXTS[name]
-    label = variant if code is None else f"{variant}@{_commit(code)}"
+    label = (variant if code is None else f"{variant}@{_commit(code)}") + (f"-{steps}steps" if steps else "")
     folder = OUT / f"{name}-{label}"
-    command = ["chargen", "train", str(text(name)), "--time", budget, "-o", str(folder), "--overwrite"]
+    budgeted = ["--steps", str(steps)] if steps else ["--time", budget]
+    command = ["chargen", "train", str(text(name)), *budgeted, "-o", str(folder), "--overwrite"]
     command += VARIANTS[variant]
     best, last, said = trained(command, folder, code)
     chosen = next((line for line in said.splitlines() if "--size auto chose" in line), None)
@@ -94,6 +110,7 @@ def run(name: str, variant: str, code: Path | None = None) -> dict:
         {
             "text": name,
             "variant": label,
+            "budget": f"{steps} steps" if steps else budget,
             "command": " ".join(command),
             "best_val": best["best_val_loss"],
             "weights": best.get("weights", "trained"),
@@ -140,7 +157,7 @@ def table() -> None:
     print("| text, budget | variant | best val (nats/char) | at epoch | trained | of epochs | weights kept |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        _, budget = TEXTS[r["text"]]
+        budget = r.get("budget") or TEXTS[r["text"]][1]
         metrics = OUT / f"{r['text']}-{r['variant']}" / "metrics.jsonl"
         records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
         best = min(records, key=lambda m: m["val_loss"])["epoch"] if records else float("nan")
@@ -155,6 +172,7 @@ def main() -> None:
     ap.add_argument("step", choices=["slices", "run", "table"])
     ap.add_argument("which", nargs="*", help="NAME or NAME:VARIANT")
     ap.add_argument("--code", type=Path, help="a checkout whose chargen runs instead of this one")
+    ap.add_argument("--steps", type=int, help="budget each run in steps instead of its text's time")
     args = ap.parse_args()
     if args.step == "slices":
         for name in TEXTS:
@@ -165,7 +183,7 @@ def main() -> None:
         for which in args.which:
             name, _, variant = which.partition(":")
             for v in [variant] if variant else list(VARIANTS):
-                run(name, v, args.code)
+                run(name, v, args.code, args.steps)
 
 
 if __name__ == "__main__":

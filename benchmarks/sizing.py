@@ -1,4 +1,4 @@
-"""The sizing sweep: a ladder of model sizes trained for a few compute budgets on two corpora, and its table.
+"""The sizing sweep: a ladder of model sizes trained for a few compute budgets on three corpora, and its table.
 
     python benchmarks/sizing.py words                 # the short-lines corpus: benchmarks/out/words.txt
     python benchmarks/sizing.py run                   # every run of the plan below not yet done
@@ -16,9 +16,12 @@ shorter budget on this one (`--clock` budgets by wall-clock time instead, as a l
 needs). Each run is `chargen train` with every size flag given (so it
 trains exactly that model) and is skipped when its folder already holds a finished run.
 
-Corpora: tiny shakespeare (1.1 MB of plays, read as streams) and `words`: every sixth line
+Corpora: tiny shakespeare (1.1 MB of plays, read as streams); `words`: every sixth line
 of Debian's wamerican word list (/usr/share/dict/american-english, 102,000 words), about
-165 KB of short lines, read with `--lines`.
+165 KB of short lines, read with `--lines`; and `tune`: 30,000 bytes from the middle of tiny
+shakespeare (recipe.py cuts it), the reference of texts read tens or hundreds of times, whose runs
+`--size auto` gives every regulariser. `table --write` replaces the points of the runs that are
+here and keeps the others (the sweep has been run on more than one machine).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import recipe
+
 from chargen.config import parse_duration
 from chargen.training import sizing
 
@@ -38,6 +43,7 @@ WORDS = ROOT / "benchmarks" / "out" / "words.txt"
 CORPORA = {
     "shakespeare": (ROOT / "corpora" / "tinyshakespeare.txt", []),
     "words": (WORDS, ["--lines"]),
+    "tune": (recipe.OUT / "tune.txt", []),  # 30,000 bytes of tiny shakespeare (recipe.py): the small texts
 }
 # corpus:candidate:budget[:flag=value,...], most telling first: what the checked-in table was fitted from
 PLAN = [
@@ -54,6 +60,11 @@ PLAN = [
     "words:2x128:5m",
     "words:2x256:5m",
     "words:2x384:5m",
+    "tune:2x128:2m",
+    "tune:2x256:2m",
+    "tune:2x384:2m",
+    "tune:2x256:1m",
+    "tune:2x256:5m",
 ]
 
 
@@ -84,6 +95,8 @@ def run(spec: str, rates: dict[str, float], device: str, clock: bool) -> None:
     kind = sizing.kind_of(device)
     candidate = sizing.candidate(name, kind)
     corpus, mode = CORPORA[corpus_key]
+    if corpus_key in recipe.TEXTS:
+        recipe.text(corpus_key)  # cut from tiny shakespeare on first use
     flags = dict(candidate.flags())
     flags.update(dict(kv.split("=") for kv in extra[0].split(",")) if extra else {})
     seconds = parse_duration(budget)
@@ -188,9 +201,11 @@ def table(write: bool) -> None:
             f"| {f.get('lr', '-')} | {extra} | {d['chars_read']:,} | {d['epochs']:.1f} | {d['best_val']:.4f} |"
         )
     if write:
-        path = ROOT / "chargen" / "sizing.json"
+        path = ROOT / "chargen" / "training" / "sizing.json"
         tab = json.loads(path.read_text())
-        tab["points"] = [
+        key = lambda p: (p["device"], p["corpus"], p["candidate"], p["budget"])  # noqa: E731
+        swept = {key(d) for d in done}  # a run made elsewhere and not here keeps its point
+        tab["points"] = [p for p in tab["points"] if key(p) not in swept] + [
             {k: d[k] for k in ("device", "corpus", "corpus_chars", "candidate", "budget")}
             | {"chars": d["chars_read"], "val": d["best_val"]}
             for d in done
@@ -225,13 +240,16 @@ def main() -> None:
     global OUT
     OUT = Path(args.out) if args.out else OUT
     rates = Path(args.speeds or OUT / f"speeds-{args.device}.json")
+    kind = sizing.kind_of(args.device)
     if args.what == "words":
         make_words()
     elif args.what == "speeds":
         speeds(args.device, rates)
     elif args.what == "run":
+        # without this machine's speeds, the checked-in table's (enough for --clock, where they only say the epochs)
+        speeds_read = json.loads(rates.read_text()) if rates.exists() else sizing.table()["sweep_speeds"][kind]
         for spec in args.specs or PLAN:
-            run(spec, json.loads(rates.read_text()), args.device, args.clock)
+            run(spec, speeds_read, args.device, args.clock)
     elif args.what == "auto":
         for spec in args.specs:
             auto(spec)
