@@ -328,7 +328,8 @@ def regularised(c: dict) -> str:
 
 
 def _also_regularised(c: dict) -> str:
-    return f", {regularised(c)}" if regularised(c) else ""
+    said = regularised(c)
+    return f", {said}" if said else ""
 
 
 def _name(settings: dict) -> str:
