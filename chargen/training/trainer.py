@@ -109,6 +109,8 @@ class Trainer:
         self.model = CharLM(corpus.tokenizer.vocab_size, model_config).to(self.device)
         if start is not None:
             self.model.load_state_dict(start)
+        else:  # a new model guesses the text's unigram first (a resumed one's weights replace this)
+            self.model.start_at_unigram(corpus.train)
         self.lineage = list(lineage or [])
         self.net = self.model  # what a step runs: the model, or its DistributedDataParallel wrapper
         if ranks.world > 1:
