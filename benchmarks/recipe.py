@@ -31,9 +31,8 @@ from chargen.training import sizing
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "recipe"
 SHAKESPEARE = ROOT / "corpora" / "tinyshakespeare.txt"
-TEXTS = {  # name: (how it is cut from tiny shakespeare, or "vim"; the budget of its runs)
+TEXTS = {  # name: (how it is cut from tiny shakespeare, the budget of its runs)
     "tune": ((500_000, 530_000), "2m"),
-    "vim": ("vim", "5m"),  # Vim's documentation, cut to tiny shakespeare's size: where a few epochs' choices are made
     "small": ((0, 30_000), "2m"),
     "shakespeare": (None, "5m"),
     "shakespeare20": (None, "20m"),
@@ -81,17 +80,8 @@ def text(name: str) -> Path:
     path = OUT / f"{name}.txt"
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(
-            _vim()[: SHAKESPEARE.stat().st_size] if cut == "vim" else SHAKESPEARE.read_bytes()[slice(*cut)]
-        )
+        path.write_bytes(SHAKESPEARE.read_bytes()[cut[0] : cut[1]])
     return path
-
-
-def _vim() -> bytes:
-    files = sorted(Path("/usr/share/vim/vim90/doc").glob("*.txt"))
-    if not files:
-        raise SystemExit("the text `vim` is Vim's documentation: apt-get install vim-runtime")
-    return b"".join(p.read_bytes() for p in files)
 
 
 def run(name: str, variant: str, code: Path | None = None, steps: int | None = None) -> dict:
