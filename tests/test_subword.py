@@ -147,7 +147,8 @@ def test_a_subword_model_end_to_end(tmp_path, corpus_path):
     chat = Conversation(Generator.load(out / "best.pt"), SampleConfig(length=60, seed=1, stop=("\n\n",)))
     assert chat.feed("the king ☃") == []  # byte fallback: nothing is unknown to a subword model
     answer = "".join(chat.answer())
-    assert 0 < len(answer) <= 60 and "\n\n" not in answer and "\ufffd" not in answer
+    assert 0 < len(answer) <= 60 and "\ufffd" not in answer
+    assert answer.find("\n\n") in (-1, len(answer) - 2)  # a blank line ends it (kept: the state read it)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
